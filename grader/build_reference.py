@@ -1,0 +1,123 @@
+"""Build the `reference_data/` layout from the course's source formats.
+
+    python -m grader.build_reference --fashion-mnist DIR --seg-split DIR/val --out reference_data
+
+Q1 comes from the official Fashion-MNIST IDX files (the t10k split by default), Q2 from the assignment's
+folder layout (`N.jpg` + `N.png`). Instructors point it at their own secret data; images and labels are
+written to separate files so that labels can be locked away from student code.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+FASHION_MNIST_FILES = {"train": "train-{}-idx{}-ubyte", "test": "t10k-{}-idx{}-ubyte"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (gzipped or not): 2 zero bytes, a dtype code, the number of dims, big-endian sizes."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
+    ndim = raw[3]
+    shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", ndim, offset=4))
+    dtype = np.dtype(IDX_DTYPES[raw[2]])
+    expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path}: expected {expected} bytes for shape {shape}, got {len(raw)}")
+    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{folder}: neither {stem} nor {stem}.gz found")
+
+
+def read_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of one official split ("train" or "test")."""
+    pattern = FASHION_MNIST_FILES[split]
+    images = read_idx(_find(folder, pattern.format("images", 3)))
+    labels = read_idx(_find(folder, pattern.format("labels", 1))).astype(np.int64)
+    if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
+        raise ValueError(f"{folder}: {split} images {images.shape} {images.dtype} do not match labels {labels.shape}")
+    return images, labels
+
+
+def seg_stems(folder: Path) -> list[str]:
+    """Image stems in the assignment's order: a sorted (lexicographic) glob, so 0, 1, 10, 100, 11, ..."""
+    return sorted(p.stem for p in folder.glob("*.jpg"))
+
+
+def build_q1(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
+    np.save(out / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64))
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+
+
+def build_q2(split_dir: Path, classes: list[str], out: Path) -> int:
+    """Copy `N.jpg` images and `N.png` labels (checked: single channel, ids < number of classes, same size)."""
+    stems = seg_stems(split_dir)
+    if not stems:
+        raise FileNotFoundError(f"{split_dir}: no .jpg images")
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        label_path = split_dir / f"{stem}.png"
+        if not label_path.is_file():
+            raise FileNotFoundError(f"{split_dir}: image {stem}.jpg has no label {stem}.png")
+        with Image.open(split_dir / f"{stem}.jpg") as img, Image.open(label_path) as lab:
+            label = np.asarray(lab)
+            if label.ndim != 2 or label.max() >= len(classes) or img.size != lab.size:
+                raise ValueError(f"{label_path}: expected one channel of ids < {len(classes)} at {img.size}, "
+                                 f"got shape {label.shape} with max {label.max()}")
+        shutil.copyfile(split_dir / f"{stem}.jpg", out / "images" / f"{stem}.jpg")
+        shutil.copyfile(label_path, out / "labels" / f"{stem}.png")
+    (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+    return len(stems)
+
+
+def read_class_list(path: Path) -> list[str]:
+    """Class names from `classes.txt`, one per line, optionally prefixed by a tab-separated id."""
+    return [line.split("\t")[-1].strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fashion-mnist", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or not)")
+    p.add_argument("--q1-split", choices=("train", "test"), default="test", help="IDX split for Q1 (default: test)")
+    p.add_argument("--seg-split", type=Path, help="folder of N.jpg + N.png (e.g. mp4-seg/val) for Q2")
+    p.add_argument("--seg-classes", type=Path, help="classes.txt for Q2 (default: beside --seg-split)")
+    p.add_argument("--out", type=Path, default=Path("reference_data"), help="output folder (default: reference_data)")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.fashion_mnist is None and args.seg_split is None:
+        print("nothing to build: give --fashion-mnist and/or --seg-split", file=sys.stderr)
+        return 2
+    if args.fashion_mnist is not None:
+        images, labels = read_fashion_mnist(args.fashion_mnist, args.q1_split)
+        build_q1(images, labels, FASHION_MNIST_CLASSES, args.out / "q1")
+        print(f"q1: {len(images)} images -> {args.out / 'q1'}")
+    if args.seg_split is not None:
+        classes = read_class_list(args.seg_classes or args.seg_split.parent / "classes.txt")
+        n = build_q2(args.seg_split, classes, args.out / "q2")
+        print(f"q2: {n} images -> {args.out / 'q2'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_args_parser().parse_args()))

@@ -1,0 +1,56 @@
+"""Instructor checks: gradescope-utils-style unittest cases that land in results.json beside the built-ins.
+
+A check is a `unittest.TestCase` method in `test_*.py` inside the folder named by `[grader].checks`,
+decorated as instructors know from gradescope-utils (`@weight`, `@partial_credit`, `@visibility`,
+`@number`, `@leaderboard`). Checks run in the grader's process, after the predictions, and must never
+import student code: they read `context["submission"]` (the folder, as files) and `context["metrics"]`
+(extra_data.metrics). Their maximum score comes from the decorators, not from which checks ran.
+"""
+from __future__ import annotations
+
+import io
+import json
+import unittest
+from pathlib import Path
+
+from gradescope_utils.autograder_utils.json_test_runner import JSONTestRunner
+
+from grader.config import ConfigError
+
+context: dict = {}
+
+
+def _flatten(suite: unittest.TestSuite) -> list[unittest.TestCase]:
+    tests = []
+    for item in suite:
+        tests.extend(_flatten(item) if isinstance(item, unittest.TestSuite) else [item])
+    return tests
+
+
+def load_checks(folder: Path) -> unittest.TestSuite:
+    """Discover the checks now, before any student code runs, so that a broken check stops the grader early."""
+    loader = unittest.TestLoader()
+    suite = loader.discover(str(folder), pattern="test_*.py", top_level_dir=str(folder))
+    if loader.errors:
+        raise ConfigError(f"{folder}: instructor checks failed to load:\n" + "\n".join(loader.errors))
+    return suite
+
+
+def _method(test: unittest.TestCase):
+    return getattr(test, test._testMethodName)
+
+
+def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> list[dict]:
+    """Run the checks with gradescope-utils' runner; a check that did not run still appears, at 0 points."""
+    context.update(submission=submission, metrics=metrics)
+    stream = io.StringIO()
+    JSONTestRunner(stream=stream, visibility="visible").run(suite)
+    tests = json.loads(stream.getvalue()).get("tests", [])
+    reported = {t["name"] for t in tests}
+    for test in _flatten(suite):
+        method = _method(test)
+        name = test.shortDescription() or str(test)
+        if name not in reported and not getattr(method, "__leaderboard_column__", None):
+            tests.append({"name": name, "score": 0.0, "max_score": float(getattr(method, "__weight__", 0) or 0),
+                          "status": "failed", "output": "This check did not run (skipped)."})
+    return tests

@@ -1,0 +1,81 @@
+"""Command line: python -m grader --submission DIR --data DIR --results FILE [options].
+
+Exit status 0 whenever results.json was written, whatever the score; 2 when the grader itself cannot
+run (bad config, reference data or checks), after writing a results.json that says so.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
+from grader.report import build_results, fallback_results, terminal_summary, write_results
+from grader.scoring import score_question
+
+EXIT_GRADER_ERROR = 2
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--submission", type=Path, required=True, help="folder holding predict.py")
+    p.add_argument("--data", type=Path, required=True, help="reference data folder (q1/, q2/)")
+    p.add_argument("--results", type=Path, required=True, help="where to write results.json")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="grading config (default: grader/config.toml)")
+    p.add_argument("--device", choices=DEVICES, help="overrides [grader].device (auto: CUDA when available)")
+    p.add_argument("--timeout", type=float, help="seconds per question, overrides each question's time_limit")
+    return p
+
+
+def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str, bool]:
+    """Grade every configured question; returns (results.json, terminal summary, staff problem seen)."""
+    from grader.checks import load_checks, run_checks
+    from grader.evaluation import QuestionResult, evaluate
+    from grader.reference import ReferenceDataError, load_reference
+
+    started = time.monotonic()
+    suite = load_checks(config.checks) if config.checks else None
+    results, scores, notes, staff_problem = {}, {}, [], False
+    if not (submission / "predict.py").is_file():
+        notes.append(f"No predict.py in the submission folder ({submission.name}/): "
+                     "predict.py must sit at the top of the zip, not inside a subfolder.")
+    for key, cfg in config.questions.items():
+        if notes:
+            results[key] = QuestionResult(key, error=notes[0])
+        else:
+            try:
+                ref = load_reference(data, key)
+            except ReferenceDataError as exc:
+                staff_problem = True
+                results[key] = QuestionResult(key, error=f"grader problem, not yours: reference data unusable ({exc})")
+            else:
+                results[key] = evaluate(ref, submission, cfg, config.device)
+        scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
+    metrics = {k: ({"error": r.error} if r.error else r.metrics) for k, r in results.items()}
+    extra = run_checks(suite, submission, metrics) if suite is not None else []
+    report = build_results(config, results, scores, extra, time.monotonic() - started, notes)
+    return report, terminal_summary(config, results, scores, extra), staff_problem
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    config = None
+    try:
+        config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout)
+        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve())
+    except ConfigError as exc:
+        print(f"grader: configuration error: {exc}", file=sys.stderr)
+        write_results(args.results, fallback_results(f"The autograder is misconfigured (staff: {exc})", config))
+        return EXIT_GRADER_ERROR
+    except Exception:
+        trace = traceback.format_exc()
+        print(f"grader: internal error\n{trace}", file=sys.stderr)
+        write_results(args.results, fallback_results(f"The autograder itself failed (staff: see below)\n{trace}", config))
+        return EXIT_GRADER_ERROR
+    write_results(args.results, report)
+    print(summary)
+    print(f"results written to {args.results}")
+    return EXIT_GRADER_ERROR if staff_problem else 0

@@ -1,0 +1,152 @@
+"""The grading configuration: one frozen, typed object, validated on load with "expected X, got Y" messages."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
+VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+DEVICES = ("auto", "cpu", "cuda")
+QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class QuestionConfig:
+    key: str = field(metadata={"doc": "q1 or q2"})
+    title: str = field(metadata={"doc": "test name shown on Gradescope; must start with Q1/Q2"})
+    points: float = field(metadata={"doc": "maximum score, >= 0"})
+    thresholds: Mapping[str, float] = field(metadata={"doc": "full-credit line per metric, in (0, 1]"})
+    partial_credit: str = field(default="proportional", metadata={"doc": "proportional or none"})
+    combine: str = field(default="min", metadata={"doc": "how several metric ratios combine: min or mean"})
+    round_to: float = field(default=1.0, metadata={"doc": "partial credit is a multiple of this; 0 = exact"})
+    rounding: str = field(default="nearest", metadata={"doc": "nearest, down or up"})
+    visibility: str = field(default="visible", metadata={"doc": "Gradescope visibility of this test"})
+    batch_size: int = field(default=100, metadata={"doc": "images per predict() call, >= 1"})
+    time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question, > 0"})
+    output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept, >= 0"})
+
+
+@dataclass(frozen=True)
+class GraderConfig:
+    questions: Mapping[str, QuestionConfig]
+    device: str = "auto"
+    visibility: str = "visible"
+    stdout_visibility: str = "visible"
+    checks: Path | None = None
+    source: Path = DEFAULT_CONFIG
+
+    @property
+    def max_score(self) -> float:
+        return sum(q.points for q in self.questions.values())
+
+
+_CHOICES = {
+    "partial_credit": ("proportional", "none"), "combine": ("min", "mean"),
+    "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES,
+}
+
+
+def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, expected):
+        names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+
+
+def _question(path: Path, key: str, table: dict) -> QuestionConfig:
+    fields = {f.name: f for f in dataclasses.fields(QuestionConfig) if f.name != "key"}
+    for name in table:
+        if name not in fields:
+            raise ConfigError(f"{path}: unknown key [{key}].{name} (expected one of: {', '.join(fields)})")
+    for name in ("title", "points", "thresholds"):
+        if name not in table:
+            raise ConfigError(f"{path}: [{key}] is missing '{name}'")
+    where = lambda name: f"{path}: [{key}].{name}"  # noqa: E731
+    values = dict(table)
+    _check_type(where("title"), values["title"], str)
+    if not values["title"].upper().startswith(key.upper()):
+        raise ConfigError(f"{where('title')}: expected a name starting with '{key.upper()}', got {values['title']!r}")
+    for name in ("points", "round_to", "time_limit"):
+        if name in values:
+            _check_type(where(name), values[name], (int, float))
+            values[name] = float(values[name])
+            if not math.isfinite(values[name]) or values[name] < 0:
+                raise ConfigError(f"{where(name)}: expected a number >= 0, got {values[name]!r}")
+    if values.get("time_limit", 1.0) <= 0:
+        raise ConfigError(f"{where('time_limit')}: expected seconds > 0, got {values['time_limit']!r}")
+    for name, low in (("batch_size", 1), ("output_limit", 0)):
+        if name in values:
+            _check_type(where(name), values[name], int)
+            if values[name] < low:
+                raise ConfigError(f"{where(name)}: expected an integer >= {low}, got {values[name]!r}")
+    for name, choices in _CHOICES.items():
+        if name in values and values[name] not in choices:
+            raise ConfigError(f"{where(name)}: expected one of {', '.join(choices)}, got {values[name]!r}")
+    thresholds = values["thresholds"]
+    _check_type(where("thresholds"), thresholds, dict)
+    known = QUESTION_METRICS[key]
+    if not thresholds:
+        raise ConfigError(f"{where('thresholds')}: expected at least one of {', '.join(known)}")
+    for metric, threshold in thresholds.items():
+        if metric not in known:
+            raise ConfigError(f"{where('thresholds')}: unknown metric {metric!r} (expected one of: {', '.join(known)})")
+        _check_type(f"{where('thresholds')}.{metric}", threshold, (int, float))
+        if not 0 < threshold <= 1:
+            raise ConfigError(f"{where('thresholds')}.{metric}: expected a fraction in (0, 1], got {threshold!r}")
+    values["thresholds"] = MappingProxyType({m: float(t) for m, t in thresholds.items()})
+    return QuestionConfig(key=key, **values)
+
+
+def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
+    """Read and validate a config file; raises ConfigError with the file and key in the message."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    allowed = {"grader", *QUESTION_METRICS}
+    for name in raw:
+        if name not in allowed:
+            raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
+    grader = dict(raw.get("grader", {}))
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks")
+    for name in grader:
+        if name not in grader_keys:
+            raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")
+        _check_type(f"{path}: [grader].{name}", grader[name], str)
+    if grader.get("device", "auto") not in DEVICES:
+        raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
+    for name in ("visibility", "stdout_visibility"):
+        if grader.get(name, "visible") not in VISIBILITIES:
+            raise ConfigError(f"{path}: [grader].{name}: expected one of {', '.join(VISIBILITIES)}, got {grader[name]!r}")
+    questions = {key: _question(path, key, raw[key]) for key in QUESTION_METRICS if key in raw}
+    if not questions:
+        raise ConfigError(f"{path}: no question configured (expected [q1] and/or [q2])")
+    checks = grader.pop("checks", "")
+    checks_dir = (path.parent / checks).resolve() if checks else None
+    if checks_dir is not None and not checks_dir.is_dir():
+        raise ConfigError(f"{path}: [grader].checks: folder {checks_dir} does not exist")
+    return GraderConfig(questions=MappingProxyType(questions), checks=checks_dir, source=path, **grader)
+
+
+def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None) -> GraderConfig:
+    """Merge command-line overrides, in this one place."""
+    if timeout is not None:
+        if not timeout > 0:
+            raise ConfigError(f"--timeout: expected seconds > 0, got {timeout!r}")
+        questions = {k: dataclasses.replace(q, time_limit=float(timeout)) for k, q in config.questions.items()}
+        config = dataclasses.replace(config, questions=MappingProxyType(questions))
+    if device is not None:
+        if device not in DEVICES:
+            raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
+        config = dataclasses.replace(config, device=device)
+    return config

@@ -1,0 +1,159 @@
+"""Metrics of both questions: pure numpy functions plus streaming accumulators that reuse them.
+
+Everything reduces to sufficient statistics whose size does not depend on the number of images: a
+confusion matrix (accuracy, per-class accuracy, IoU) and, for Q2, per-class histograms of the 8-bit
+quantized scores (AP). Undefined values (a class with no samples, or absent from both ground truth and
+predictions) are NaN here and become null in reports.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SCORE_LEVELS = 256  # 8-bit scores, as in the course's upload format
+
+
+def confusion_matrix(target: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, C) int64 counts, rows = ground truth, columns = prediction."""
+    target = np.asarray(target).ravel().astype(np.int64)
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    if target.shape != pred.shape:
+        raise ValueError(f"target has {target.size} elements, prediction {pred.size}")
+    for name, values in (("target", target), ("prediction", pred)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(f"{name} holds class ids outside 0..{num_classes - 1}")
+    return np.bincount(target * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def accuracy(cm: np.ndarray) -> float:
+    total = cm.sum()
+    return float(np.trace(cm) / total) if total else float("nan")
+
+
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Recall of each class; NaN for a class with no samples."""
+    support = cm.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(support > 0, np.diag(cm) / support, np.nan)
+
+
+def iou(cm: np.ndarray) -> np.ndarray:
+    """TP / (TP + FP + FN) per class; NaN for a class absent from both ground truth and predictions."""
+    union = cm.sum(axis=0) + cm.sum(axis=1) - np.diag(cm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, np.diag(cm) / union, np.nan)
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    z = np.exp(z - z.max(axis=axis, keepdims=True))
+    return z / z.sum(axis=axis, keepdims=True)
+
+
+def quantize(probs: np.ndarray) -> np.ndarray:
+    """floor(255 * p) as uint8, the course's upload format."""
+    return np.floor(np.clip(probs, 0.0, 1.0) * (SCORE_LEVELS - 1)).astype(np.uint8)
+
+
+def score_histograms(target: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class histograms of quantized scores: (positives, all), each (C, 256) int64.
+
+    target: (N, H, W) class ids; scores: (N, C, H, W) uint8.
+    """
+    num_classes = scores.shape[1]
+    per_class = np.moveaxis(scores, 1, 0).reshape(num_classes, -1)
+    flat_target = np.asarray(target).ravel()
+    positives = np.zeros((num_classes, SCORE_LEVELS), np.int64)
+    total = np.zeros((num_classes, SCORE_LEVELS), np.int64)
+    for c in range(num_classes):
+        total[c] = np.bincount(per_class[c], minlength=SCORE_LEVELS)
+        positives[c] = np.bincount(per_class[c][flat_target == c], minlength=SCORE_LEVELS)
+    return positives, total
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC interpolated AP: precision made monotone from the right, summed over the steps of recall."""
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
+    return float(np.sum((mrec[steps] - mrec[steps - 1]) * mpre[steps]))
+
+
+def ap_from_histogram(positives: np.ndarray, total: np.ndarray) -> float:
+    """AP of one class from its score histograms; tied scores form one operating point.
+
+    NaN when the class has no positives (AP is undefined there).
+    """
+    num_pos = positives.sum()
+    if num_pos == 0:
+        return float("nan")
+    tp = np.cumsum(positives[::-1])
+    predicted = np.cumsum(total[::-1])
+    seen = total[::-1] > 0
+    return voc_ap(tp[seen] / num_pos, tp[seen] / predicted[seen])
+
+
+def average_precision(is_positive: np.ndarray, scores: np.ndarray) -> float:
+    """AP of one class from boolean ground truth and uint8 scores of the same shape."""
+    scores = np.asarray(scores, dtype=np.uint8).ravel()
+    total = np.bincount(scores, minlength=SCORE_LEVELS)
+    positives = np.bincount(scores[np.asarray(is_positive).ravel().astype(bool)], minlength=SCORE_LEVELS)
+    return ap_from_histogram(positives, total)
+
+
+class ClassificationAccumulator:
+    """Streaming Q1 metrics: `update` with (N, C) scores and (N,) labels, `compute` at the end."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+
+    def update(self, scores: np.ndarray, target: np.ndarray) -> None:
+        self.cm += confusion_matrix(target, np.argmax(scores, axis=1), self.num_classes)
+
+    def compute(self) -> dict:
+        return {"n": int(self.cm.sum()), "accuracy": accuracy(self.cm),
+                "per_class_accuracy": per_class_accuracy(self.cm), "confusion_matrix": self.cm.copy()}
+
+
+class SegmentationAccumulator:
+    """Streaming Q2 metrics over all pixels of all images pooled.
+
+    `update` takes quantized scores (N, C, H, W) uint8 and labels (N, H, W); the predicted label of a
+    pixel is the argmax of its quantized scores (the first class wins a tie, as np.argmax does).
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.n = 0
+        self.cm = np.zeros((self.num_classes, self.num_classes), np.int64)
+        self.positives = np.zeros((self.num_classes, SCORE_LEVELS), np.int64)
+        self.total = np.zeros((self.num_classes, SCORE_LEVELS), np.int64)
+
+    def update(self, scores: np.ndarray, target: np.ndarray) -> None:
+        if scores.dtype != np.uint8 or scores.ndim != 4 or scores.shape[1] != self.num_classes:
+            raise ValueError(f"expected uint8 scores (N, {self.num_classes}, H, W), got {scores.dtype} {scores.shape}")
+        if target.shape != (scores.shape[0], *scores.shape[2:]):
+            raise ValueError(f"labels {target.shape} do not match scores {scores.shape}")
+        self.n += len(scores)
+        self.cm += confusion_matrix(target, np.argmax(scores, axis=1), self.num_classes)
+        positives, total = score_histograms(target, scores)
+        self.positives += positives
+        self.total += total
+
+    def compute(self) -> dict:
+        aps = np.array([ap_from_histogram(p, t) for p, t in zip(self.positives, self.total)])
+        ious = iou(self.cm)
+        return {"n": self.n, "AP": aps, "IoU": ious, "mAP": _nanmean(aps), "mIoU": _nanmean(ious),
+                "confusion_matrix": self.cm.copy()}
+
+
+def _nanmean(values: np.ndarray) -> float:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")

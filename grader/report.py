@@ -1,0 +1,117 @@
+"""Reports: Gradescope's results.json (written atomically) and the terminal summary, in the course's format."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from grader.config import GraderConfig, QuestionConfig
+from grader.evaluation import QuestionResult
+from grader.scoring import Score
+
+LEADERBOARD = (("q1", "accuracy", "Q1 accuracy"), ("q2", "mAP", "Q2 mAP"), ("q2", "mIoU", "Q2 mIoU"))
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _two(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:0.2f}"
+
+
+def metrics_text(result: QuestionResult) -> str:
+    """The course's own print-out of the metrics."""
+    m = result.metrics
+    if result.question == "q1":
+        lines = [f"Accuracy: {_pct(m['accuracy'])}"]
+        lines += [f"Accuracy of {name} : {_pct(v)}" for name, v in m["per_class_accuracy"].items()]
+    else:
+        lines = [f"{name:>20s}: AP: {_two(v['AP'])}, IoU: {_two(v['IoU'])}" for name, v in m["per_class"].items()]
+        lines.append(f"{'mean':>20s}: AP: {_two(m['mAP'])}, IoU: {_two(m['mIoU'])}")
+    return "\n".join(lines)
+
+
+def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
+    n = result.metrics.get("n")
+    where = f" on {result.run.device}" if result.run.device else ""
+    if result.error is not None:
+        parts = [f"Could not grade {cfg.title}: {result.error}"]
+        if result.details:
+            parts.append(result.details.rstrip())
+    else:
+        parts = [metrics_text(result), f"({n} held-out images, {result.run.seconds:.1f} s{where})"]
+    parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
+    printed = result.run.output.text().strip()
+    if printed:
+        parts.append("Your code printed:\n" + printed)
+    return "\n\n".join(parts) + "\n"
+
+
+def build_results(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
+                  extra_tests: list[dict], execution_time: float, notes: list[str] = ()) -> dict:
+    """Gradescope's results.json; every configured question appears, graded or not."""
+    tests, metrics = [], {}
+    for key, cfg in config.questions.items():
+        result, score = results[key], scores[key]
+        tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
+                      "status": "passed" if score.full_credit else "failed", "visibility": cfg.visibility,
+                      "output": test_output(cfg, result, score)})
+        metrics[key] = {"error": result.error} if result.error is not None else result.metrics
+    leaderboard = []
+    for key, name, title in LEADERBOARD:
+        if key in config.questions:
+            value = metrics[key].get(name)
+            leaderboard.append({"name": title, "value": round(value, 4) if value is not None else 0, "order": "desc"})
+    summary = [f"{cfg.title}: {scores[k].points:g} / {scores[k].max_points:g}" for k, cfg in config.questions.items()]
+    return {
+        "tests": tests + extra_tests,
+        "leaderboard": leaderboard,
+        "execution_time": max(1, round(execution_time)),
+        "output": "\n".join([*summary, *notes]),
+        "visibility": config.visibility,
+        "stdout_visibility": config.stdout_visibility,
+        "extra_data": {"metrics": metrics},
+    }
+
+
+def fallback_results(message: str, config: GraderConfig | None = None) -> dict:
+    """A valid results.json when grading could not happen at all: every configured test at 0 with the reason."""
+    if config is None:
+        tests = [{"name": "Q1/Q2 grading", "score": 0, "max_score": 0, "status": "failed", "output": message}]
+    else:
+        tests = [{"name": q.title, "score": 0, "max_score": q.points, "status": "failed", "visibility": q.visibility,
+                  "output": message} for q in config.questions.values()]
+    return {"tests": tests, "output": message, "execution_time": 1,
+            "extra_data": {"metrics": {}, "grader_error": message}}
+
+
+def write_results(path: Path, results: dict) -> None:
+    """Write atomically (temp file + rename), so a reader never sees half a file."""
+    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
+                     extra_tests: list[dict]) -> str:
+    blocks = []
+    for key, cfg in config.questions.items():
+        result, score = results[key], scores[key]
+        body = f"ERROR: {result.error}" if result.error is not None else metrics_text(result)
+        blocks.append(f"== {cfg.title}: {score.points:g} / {score.max_points:g}\n{body}")
+    for test in extra_tests:
+        blocks.append(f"== {test['name']}: {test.get('score', 0):g} / {test.get('max_score', 0):g}")
+    total = sum(s.points for s in scores.values()) + sum(t.get("score", 0) for t in extra_tests)
+    maximum = config.max_score + sum(t.get("max_score", 0) for t in extra_tests)
+    blocks.append(f"Total: {total:g} / {maximum:g}")
+    return "\n\n".join(blocks)

@@ -1,0 +1,232 @@
+"""Parent side of the isolation boundary: run a submission's predict() in a child process.
+
+The grader never imports student code. It writes the images (never the labels) to a scratch folder,
+starts grader/child.py there, and reads back a stream of raw score arrays from a private pipe, checking
+every header, shape and dtype itself (no pickle). The child's printed output is kept, trimmed to its
+start and end. A time limit covers the whole question; past it, or when grading ends in any way, the
+child's whole process group is killed and the scratch folder removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+
+CHILD = Path(__file__).with_name("child.py")
+HEADER_LIMIT = 64 * 1024
+SCORE_DTYPES = (np.dtype("<f4"),)
+ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+                   "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+class StudentError(Exception):
+    """The submission's fault: a clear message for the student (and the output it printed)."""
+
+    def __init__(self, kind: str, message: str, details: str = ""):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.details = details
+
+
+class OutputTrim:
+    """Keeps the first and last `limit // 2` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int):
+        self.half = limit // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.half - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail = (self.tail + chunk)[-self.half :] if self.half else bytearray()
+
+    def text(self) -> str:
+        dropped = self.total - len(self.head) - len(self.tail)
+        middle = f"\n[... {dropped} bytes of output left out ...]\n" if dropped > 0 else ""
+        return (bytes(self.head).decode(errors="replace") + middle + bytes(self.tail).decode(errors="replace"))
+
+
+@dataclass
+class ChildRun:
+    """What the grader learns about a run besides the scores."""
+
+    device: str = ""
+    output: OutputTrim = field(default_factory=lambda: OutputTrim(4000))
+    seconds: float = 0.0
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError("stream ended inside a message")
+    return data
+
+
+class _BadShape(Exception):
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__(f"shape {shape}")
+        self.shape = shape
+
+
+def _read_array(stream: BinaryIO, tail_shape: tuple[int, ...], count: int) -> np.ndarray:
+    """Read one .npy payload; refuse anything but a float32 C array of the expected shape before reading data."""
+    version = np.lib.format.read_magic(stream)
+    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in read_header:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, fortran, dtype = read_header[version](stream)
+    if dtype not in SCORE_DTYPES or fortran:
+        raise ValueError(f"unexpected array dtype {dtype}")
+    if tuple(shape) != (count, *tail_shape):
+        raise _BadShape(tuple(shape))
+    return np.frombuffer(_read_exact(stream, int(np.prod(shape)) * dtype.itemsize), dtype).reshape(shape)
+
+
+def _reader(stream: BinaryIO, messages: "queue.Queue", tail_shape: tuple[int, ...], batch_size: int) -> None:
+    """Thread: parse messages from the child into the queue; None marks the end of the stream."""
+    try:
+        while line := stream.readline(HEADER_LIMIT):
+            header = json.loads(line)
+            if not isinstance(header, dict) or header.get("type") not in ("ready", "batch", "error", "done"):
+                raise ValueError(f"unknown message {line[:80]!r}")
+            if header["type"] == "batch":
+                count = header.get("count")
+                if not isinstance(count, int) or not 0 < count <= batch_size:
+                    raise ValueError(f"bad batch size {count!r}")
+                try:
+                    header["array"] = _read_array(stream, tail_shape, count)
+                except _BadShape as exc:
+                    messages.put({**header, "bad_shape": exc.shape})
+                    break
+            messages.put(header)
+    except (ValueError, EOFError, TypeError) as exc:
+        messages.put({"type": "protocol", "message": str(exc)[:300]})
+    finally:
+        messages.put(None)
+
+
+def _drain(stream: BinaryIO, output: OutputTrim) -> None:
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        output.feed(chunk)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def _describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (a crash, e.g. a segmentation fault)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL") else ""
+        return f"the process was killed by {name}{hint}"
+    return f"the process exited with status {returncode}"
+
+
+def run_predictions(
+    question: str,
+    submission: Path,
+    images: np.ndarray,
+    tail_shape: tuple[int, ...],
+    batch_size: int,
+    device: str,
+    time_limit: float,
+    run: ChildRun,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (start index, float32 scores of shape (count, *tail_shape)) for consecutive batches.
+
+    Raises StudentError for everything the submission did wrong; cleans up however the caller stops.
+    """
+    function = f"predict_{question}"
+    scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
+    images_path = scratch / "images.npy"
+    np.save(images_path, images)
+    read_fd, write_fd = os.pipe()
+    env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
+    env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", str(CHILD), question, str(images_path), str(batch_size), device, str(write_fd)],
+            cwd=submission, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,), start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)
+    messages: queue.Queue = queue.Queue()
+    channel = os.fdopen(read_fd, "rb")
+    threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, batch_size), daemon=True),
+               threading.Thread(target=_drain, args=(proc.stdout, run.output), daemon=True)]
+    for t in threads:
+        t.start()
+    expected, finished = 0, False
+    try:
+        while not finished:
+            remaining = started + time_limit - time.monotonic()
+            try:
+                message = messages.get(timeout=max(remaining, 0))
+            except queue.Empty:
+                raise StudentError("timeout", f"Time limit exceeded: {function} did not finish within "
+                                   f"{time_limit:g} s (loading plus all {len(images)} images; {expected} graded "
+                                   "before the limit)") from None
+            if message is None:
+                proc.wait(timeout=max(started + time_limit - time.monotonic(), 1))
+                raise StudentError("crash", f"{function} stopped before returning all predictions "
+                                   f"({expected} of {len(images)} images done): {_describe_exit(proc.returncode)}")
+            kind = message["type"]
+            if kind == "ready":
+                run.device = str(message.get("device", ""))[:20]
+            elif kind == "error":
+                raise StudentError(str(message.get("kind", "exception"))[:40], str(message.get("message", ""))[:2000],
+                                   str(message.get("traceback", "")))
+            elif kind == "protocol":
+                raise StudentError("protocol", f"{function}'s process sent malformed data: {message['message']}")
+            elif kind == "batch":
+                count = min(batch_size, len(images) - expected)
+                if message.get("start") != expected or message.get("count") != count:
+                    raise StudentError("protocol", f"{function}'s process sent batches out of order")
+                if "bad_shape" in message:
+                    raise StudentError("shape", f"{function} returned shape {message['bad_shape']} for a batch of "
+                                       f"{count} images; expected {(count, *tail_shape)}")
+                array = message["array"]
+                if not np.isfinite(array).all():
+                    bad = int(np.size(array) - np.isfinite(array).sum())
+                    raise StudentError("nan", f"{function} returned {bad} NaN or infinite values in the batch "
+                                       f"starting at image {expected}")
+                yield expected, array
+                expected += count
+            elif kind == "done":
+                if expected != len(images):
+                    raise StudentError("protocol", f"{function} finished after {expected} of {len(images)} images")
+                finished = True
+    finally:
+        run.seconds = time.monotonic() - started
+        _kill_group(proc)
+        channel.close()
+        for t in threads:
+            t.join(timeout=5)
+        shutil.rmtree(scratch, ignore_errors=True)
