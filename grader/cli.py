@@ -30,6 +30,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
+    """The folder holding predict.py: the top of the upload, or its one subfolder (a zipped folder)."""
+    if (folder / "predict.py").is_file():
+        return folder, None, []
+    nested = sorted(p.parent for p in folder.glob("*/predict.py"))
+    if len(nested) == 1:
+        where = f"{nested[0].name}/predict.py"
+        return nested[0], None, [f"Note: graded {where}. Next time zip the files themselves, not their folder."]
+    return folder, ("No predict.py at the top of the submission: predict.py (with predict_q1 and predict_q2) "
+                    "must sit at the top of the zip, not inside a subfolder."), []
+
+
 def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str, bool]:
     """Grade every configured question; returns (results.json, terminal summary, staff problem seen)."""
     from grader.checks import load_checks, run_checks
@@ -38,13 +50,11 @@ def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str
 
     started = time.monotonic()
     suite = load_checks(config.checks) if config.checks else None
-    results, scores, notes, staff_problem = {}, {}, [], False
-    if not (submission / "predict.py").is_file():
-        notes.append(f"No predict.py in the submission folder ({submission.name}/): "
-                     "predict.py must sit at the top of the zip, not inside a subfolder.")
+    results, scores, staff_problem = {}, {}, False
+    submission, problem, notes = locate_submission(submission)
     for key, cfg in config.questions.items():
-        if notes:
-            results[key] = QuestionResult(key, error=notes[0])
+        if problem:
+            results[key] = QuestionResult(key, error=problem)
         else:
             try:
                 ref = load_reference(data, key)

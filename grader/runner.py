@@ -167,11 +167,11 @@ def run_predictions(
     np.save(images_path, images)
     read_fd, write_fd = os.pipe()
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+    env.update(HOME=str(scratch), TMPDIR=str(scratch))  # -I ignores PYTHON* variables; -u unbuffers output
     started = time.monotonic()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", str(CHILD), question, str(images_path), str(batch_size), device, str(write_fd)],
+            [sys.executable, "-I", "-u", str(CHILD), question, str(images_path), str(batch_size), device, str(write_fd)],
             cwd=submission, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             pass_fds=(write_fd,), start_new_session=True,
         )
@@ -223,6 +223,10 @@ def run_predictions(
                 if expected != len(images):
                     raise StudentError("protocol", f"{function} finished after {expected} of {len(images)} images")
                 finished = True
+                try:
+                    proc.wait(timeout=2)  # let it exit on its own, so its last output is flushed
+                except subprocess.TimeoutExpired:
+                    pass
     finally:
         run.seconds = time.monotonic() - started
         _kill_group(proc)
