@@ -86,7 +86,8 @@ def build_model(args: argparse.Namespace) -> torch.nn.Module:
 def main(args: argparse.Namespace) -> dict[str, float]:
     gen = seed_everything(args.seed)
     device = pick_device(args.device)
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     data = load_data(args.data_root)
     model = build_model(args).to(device)
     print(model)
