@@ -26,6 +26,75 @@ def student_traceback(exc: BaseException, root: str) -> str:
     return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
 
 
+# --- Confinement the child applies to itself before any student code runs. ---------------------------
+# A seccomp filter (allowed without privileges once no_new_privs is set, also inside Docker) that
+#  * refuses sockets other than AF_UNIX (no network, loopback included) and io_uring (which can open sockets),
+#  * refuses ptrace and cross-process memory access, and signals aimed at the grader (its pid, its process
+#    group, or every process at once), so that student code cannot stop, trace or read the grader.
+AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+SYSCALLS = {  # name: (x86_64, aarch64)
+    "socket": (41, 198), "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "ptrace": (101, 117),
+    "process_vm_readv": (310, 270), "process_vm_writev": (311, 271), "pidfd_open": (434, 434),
+    "pidfd_send_signal": (424, 424), "io_uring_setup": (425, 425),
+}
+AF_UNIX = 1
+RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
+RET_EACCES, RET_EPERM = 0x00050000 | 13, 0x00050000 | 1
+LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
+NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24
+
+
+def seccomp_program(machine: str, grader_pid: int) -> list[tuple[int, int, int, int]]:
+    """BPF instructions (code, jump-if-true, jump-if-false, k) of the filter for one architecture."""
+    arch = AUDIT_ARCH[machine]
+    nr = {name: numbers[0 if machine == "x86_64" else 1] for name, numbers in SYSCALLS.items()}
+    always = [nr[n] for n in ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal",
+                              "io_uring_setup")]
+    grader_targets = [grader_pid, (-grader_pid) & 0xFFFFFFFF, 0xFFFFFFFF]  # its pid, its group, "everyone"
+    prog = [(LD_W_ABS, 0, 0, ARCH), (JEQ_K, 1, 0, arch), (RET_K, 0, 0, RET_KILL_PROCESS), (LD_W_ABS, 0, 0, NR)]
+    if machine == "x86_64":  # the x32 ABI numbers syscalls from 0x40000000: refuse them all
+        prog += [(JGE_K, 0, 1, 0x40000000), (RET_K, 0, 0, RET_KILL_PROCESS)]
+    for number in always:
+        prog += [(JEQ_K, 0, 1, number), (RET_K, 0, 0, RET_EPERM)]
+    # socket(domain, ...): only AF_UNIX
+    prog += [(JEQ_K, 0, 3, nr["socket"]), (LD_W_ABS, 0, 0, ARG0), (JEQ_K, 1, 0, AF_UNIX), (RET_K, 0, 0, RET_EACCES)]
+    prog += [(LD_W_ABS, 0, 0, NR)]
+    # kill(pid, sig), tgkill(tgid, tid, sig), pidfd_open(pid, flags): not at the grader
+    for name, targets in (("kill", grader_targets), ("tgkill", [grader_pid]), ("pidfd_open", [grader_pid])):
+        prog += [(JEQ_K, 0, len(targets) + 3, nr[name]), (LD_W_ABS, 0, 0, ARG0)]
+        for i, target in enumerate(targets):
+            prog += [(JEQ_K, len(targets) - i, 0, target)]
+        prog += [(RET_K, 0, 0, RET_ALLOW), (RET_K, 0, 0, RET_EPERM)]
+    prog += [(RET_K, 0, 0, RET_ALLOW)]
+    return prog
+
+
+def install_seccomp(grader_pid: int) -> str:
+    """Install the filter; returns "" on success, else why not (the grader reports it to staff)."""
+    import ctypes
+    import platform
+
+    machine = platform.machine()
+    if machine not in AUDIT_ARCH:
+        return f"no seccomp filter for {machine}: network and signals are not restricted"
+    prog = seccomp_program(machine, grader_pid)
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
+    fprog = SockFprog(len(prog), filters)
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
+            libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        return f"seccomp filter refused (errno {ctypes.get_errno()}): network and signals are not restricted"
+    return ""
+
+
 class Channel:
     def __init__(self, fd: int):
         self.stream = os.fdopen(fd, "wb")
@@ -59,13 +128,22 @@ def to_array(out, function: str):
     raise TypeError(f"{function} returned {type(out).__name__}; expected a torch.Tensor of scores")
 
 
-def main(question: str, images_path: str, batch_size: int, device_name: str, fd: int) -> int:
-    channel = Channel(fd)
+def main(options: dict) -> int:
+    """options: question, images, batch_size, device, fd, file_size_limit (bytes)."""
+    import resource
+
+    channel = Channel(options["fd"])
+    question = options["question"]
     root = os.path.abspath(os.getcwd())
     sys.path.insert(0, root)
     import numpy as np
     import torch
 
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    limit = options["file_size_limit"]
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    confinement = install_seccomp(os.getppid())
+    device_name = options["device"]
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
     elif device_name == "cuda" and not torch.cuda.is_available():
@@ -73,6 +151,9 @@ def main(question: str, images_path: str, batch_size: int, device_name: str, fd:
                                "grade with --device cpu or --device auto")
         return 0
     device = torch.device(device_name)
+    images = np.load(options["images"], mmap_mode="r", allow_pickle=False)
+    # Everything above is the grader's; from here on, failures are the submission's.
+    channel.send({"type": "ready", "device": device_name, "confinement": confinement})
     function = f"predict_{question}"
     started = time.monotonic()
     try:
@@ -84,8 +165,7 @@ def main(question: str, images_path: str, batch_size: int, device_name: str, fd:
     if not callable(fn):
         channel.fail("missing", f"predict.py has no function {function}(images)")
         return 0
-    images = np.load(images_path, mmap_mode="r", allow_pickle=False)
-    channel.send({"type": "ready", "device": device_name, "import_seconds": time.monotonic() - started})
+    batch_size = options["batch_size"]
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
         x = batch.unsqueeze(1) if question == "q1" else batch.permute(0, 3, 1, 2)
@@ -108,4 +188,4 @@ def main(question: str, images_path: str, batch_size: int, device_name: str, fd:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])))
+    sys.exit(main(json.loads(sys.argv[1])))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
 from grader.report import build_results, fallback_results, terminal_summary, write_results
+from grader.sandbox import Sandbox, SandboxError, prepare, protected, remove_leftover_files
 from grader.scoring import score_question
 
 EXIT_GRADER_ERROR = 2
@@ -27,6 +28,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="grading config (default: grader/config.toml)")
     p.add_argument("--device", choices=DEVICES, help="overrides [grader].device (auto: CUDA when available)")
     p.add_argument("--timeout", type=float, help="seconds per question, overrides each question's time_limit")
+    p.add_argument("--memory-limit", type=int, help="MiB per question, overrides each question's memory_limit")
+    p.add_argument("--output-limit", type=int, help="characters of student output kept, overrides output_limit")
+    p.add_argument("--isolation", choices=("auto", "user", "process"), default="auto",
+                   help="user: run student code as an unprivileged user (needs root); process: as the grader's "
+                        "user; auto (default): user when root")
     return p
 
 
@@ -42,7 +48,7 @@ def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
                     "must sit at the top of the zip, not inside a subfolder."), []
 
 
-def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str, bool]:
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> tuple[dict, str, bool]:
     """Grade every configured question; returns (results.json, terminal summary, staff problem seen)."""
     from grader.checks import load_checks, run_checks
     from grader.evaluation import QuestionResult, evaluate
@@ -52,6 +58,7 @@ def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str
     suite = load_checks(config.checks) if config.checks else None
     results, scores, staff_problem = {}, {}, False
     submission, problem, notes = locate_submission(submission)
+    notes.append(sandbox.note)
     for key, cfg in config.questions.items():
         if problem:
             results[key] = QuestionResult(key, error=problem)
@@ -62,7 +69,9 @@ def grade(config: GraderConfig, submission: Path, data: Path) -> tuple[dict, str
                 staff_problem = True
                 results[key] = QuestionResult(key, error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
-                results[key] = evaluate(ref, submission, cfg, config.device)
+                with protected(sandbox, [data, config.source, Path(__file__).parent]):
+                    results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
+                staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
     metrics = {k: ({"error": r.error} if r.error else r.metrics) for k, r in results.items()}
     extra = run_checks(suite, submission, metrics) if suite is not None else []
@@ -74,9 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     config = None
     try:
-        config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout)
-        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve())
-    except ConfigError as exc:
+        config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout,
+                                memory_limit=args.memory_limit, output_limit=args.output_limit)
+        sandbox = prepare(args.isolation)
+        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
+        remove_leftover_files(sandbox, [args.results.resolve().parent])
+    except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)
         write_results(args.results, fallback_results(f"The autograder is misconfigured (staff: {exc})", config))
         return EXIT_GRADER_ERROR

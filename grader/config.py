@@ -33,6 +33,7 @@ class QuestionConfig:
     batch_size: int = field(default=100, metadata={"doc": "images per predict() call, >= 1"})
     time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question, > 0"})
     output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept, >= 0"})
+    memory_limit: int = field(default=6144, metadata={"doc": "MiB of resident memory for the student's processes"})
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
                 raise ConfigError(f"{where(name)}: expected a number >= 0, got {values[name]!r}")
     if values.get("time_limit", 1.0) <= 0:
         raise ConfigError(f"{where('time_limit')}: expected seconds > 0, got {values['time_limit']!r}")
-    for name, low in (("batch_size", 1), ("output_limit", 0)):
+    for name, low in (("batch_size", 1), ("output_limit", 0), ("memory_limit", 64)):
         if name in values:
             _check_type(where(name), values[name], int)
             if values[name] < low:
@@ -138,12 +139,18 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
     return GraderConfig(questions=MappingProxyType(questions), checks=checks_dir, source=path, **grader)
 
 
-def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None) -> GraderConfig:
+def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None,
+                   memory_limit: int | None = None, output_limit: int | None = None) -> GraderConfig:
     """Merge command-line overrides, in this one place."""
-    if timeout is not None:
-        if not timeout > 0:
-            raise ConfigError(f"--timeout: expected seconds > 0, got {timeout!r}")
-        questions = {k: dataclasses.replace(q, time_limit=float(timeout)) for k, q in config.questions.items()}
+    per_question = {}
+    for flag, name, value, low in (("--timeout", "time_limit", timeout, 0), ("--memory-limit", "memory_limit", memory_limit, 63),
+                                   ("--output-limit", "output_limit", output_limit, -1)):
+        if value is not None:
+            if not value > low:
+                raise ConfigError(f"{flag}: expected a number > {low}, got {value!r}")
+            per_question[name] = value
+    if per_question:
+        questions = {k: dataclasses.replace(q, **per_question) for k, q in config.questions.items()}
         config = dataclasses.replace(config, questions=MappingProxyType(questions))
     if device is not None:
         if device not in DEVICES:

@@ -12,7 +12,8 @@ from tqdm import tqdm
 from grader.config import QuestionConfig
 from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, quantize, softmax
 from grader.reference import ReferenceSet
-from grader.runner import ChildRun, OutputTrim, StudentError, run_predictions
+from grader.runner import ChildRun, GraderError, Limits, OutputTrim, StudentError, run_predictions
+from grader.sandbox import Sandbox
 
 
 @dataclass
@@ -23,6 +24,7 @@ class QuestionResult:
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     details: str = ""
+    staff_problem: bool = False  # the error is the grader's, not the student's
     confusion_matrix: np.ndarray | None = None
     run: ChildRun = field(default_factory=ChildRun)
 
@@ -42,19 +44,20 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
                           for c, ap, iou in zip(classes, state["AP"], state["IoU"])}}
 
 
-def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str) -> QuestionResult:
-    """Grade one question; a StudentError becomes `error`, anything else is the grader's and propagates."""
+def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox) -> QuestionResult:
+    """Grade one question; a StudentError or GraderError becomes `error`, anything else propagates."""
     num_classes = len(ref.classes)
     if ref.question == "q1":
         accumulator, tail = ClassificationAccumulator(num_classes), (num_classes,)
     else:
         accumulator, tail = SegmentationAccumulator(num_classes), (num_classes, *ref.images.shape[1:3])
     result = QuestionResult(ref.question, run=ChildRun(output=OutputTrim(cfg.output_limit)))
+    limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
     progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} predict", unit="img", file=sys.stderr,
                     dynamic_ncols=True)
     try:
-        for start, scores in run_predictions(ref.question, submission, ref.images, tail, cfg.batch_size, device,
-                                             cfg.time_limit, result.run):
+        for start, scores in run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox,
+                                             result.run):
             target = ref.labels[start : start + len(scores)]
             if ref.question == "q1":
                 accumulator.update(scores, target)
@@ -63,6 +66,9 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
             progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details = exc.message, exc.details
+        return result
+    except GraderError as exc:
+        result.error, result.staff_problem = f"grader problem, not yours: {exc}", True
         return result
     finally:
         progress.close()

@@ -43,6 +43,10 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
     else:
         parts = [metrics_text(result), f"({n} held-out images, {result.run.seconds:.1f} s{where})"]
     parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
+    if result.run.leftovers:
+        parts.append(f"{result.run.leftovers} process(es) your code left running were stopped.")
+    if result.run.confinement:
+        parts.append(f"Note for staff: {result.run.confinement}")
     printed = result.run.output.text().strip()
     if printed:
         parts.append("Your code printed:\n" + printed)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,11 +23,19 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from grader.sandbox import Sandbox, give, kill_all, make_scratch, members, popen_kwargs, remove_leftover_files, resident_bytes
+
 CHILD = Path(__file__).with_name("child.py")
 HEADER_LIMIT = 64 * 1024
+POLL_SECONDS = 0.2
+FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 SCORE_DTYPES = (np.dtype("<f4"),)
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+class GraderError(Exception):
+    """The grader's own environment failed (not the student's fault): staff must look."""
 
 
 class StudentError(Exception):
@@ -64,13 +71,24 @@ class OutputTrim:
         return (bytes(self.head).decode(errors="replace") + middle + bytes(self.tail).decode(errors="replace"))
 
 
+@dataclass(frozen=True)
+class Limits:
+    batch_size: int
+    time_limit: float  # seconds, loading included
+    memory_bytes: int  # resident memory of all the child's processes together
+
+
 @dataclass
 class ChildRun:
     """What the grader learns about a run besides the scores."""
 
     device: str = ""
+    confinement: str = ""  # why the child's seccomp filter could not be installed, if it could not
     output: OutputTrim = field(default_factory=lambda: OutputTrim(4000))
     seconds: float = 0.0
+    peak_memory: int = 0
+    leftovers: int = 0  # processes still running when the question ended, killed
+    leftover_files: list[str] = field(default_factory=list)
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
@@ -128,14 +146,6 @@ def _drain(stream: BinaryIO, output: OutputTrim) -> None:
         output.feed(chunk)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
 def _describe_exit(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -147,66 +157,97 @@ def _describe_exit(returncode: int) -> str:
     return f"the process exited with status {returncode}"
 
 
+def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
+                 sandbox: Sandbox, scratch: Path) -> tuple[subprocess.Popen, BinaryIO]:
+    """Lay out the scratch folder (child script, a copy of the submission, the images) and start the child."""
+    shutil.copy(CHILD, scratch / "child.py")
+    shutil.copytree(submission, scratch / "submission", symlinks=True)
+    np.save(scratch / "images.npy", images)
+    give(sandbox, scratch)
+    read_fd, write_fd = os.pipe()
+    env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
+    # -I ignores PYTHON* variables, so -u (unbuffered output) goes on the command line.
+    env.update(HOME=str(scratch), TMPDIR=str(scratch), GRADER_SANDBOX=sandbox.marker)
+    options = {"question": question, "images": str(scratch / "images.npy"), "batch_size": batch_size,
+               "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-u", str(scratch / "child.py"), json.dumps(options)],
+            cwd=scratch / "submission", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, pass_fds=(write_fd,), **popen_kwargs(sandbox),
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return proc, os.fdopen(read_fd, "rb")
+
+
 def run_predictions(
     question: str,
     submission: Path,
     images: np.ndarray,
     tail_shape: tuple[int, ...],
-    batch_size: int,
+    limits: Limits,
     device: str,
-    time_limit: float,
+    sandbox: Sandbox,
     run: ChildRun,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (start index, float32 scores of shape (count, *tail_shape)) for consecutive batches.
 
-    Raises StudentError for everything the submission did wrong; cleans up however the caller stops.
+    Raises StudentError for everything the submission did wrong and GraderError when the child could not
+    even start; whatever happens, every process of the run is killed and the scratch folder removed.
     """
     function = f"predict_{question}"
-    scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
-    images_path = scratch / "images.npy"
-    np.save(images_path, images)
-    read_fd, write_fd = os.pipe()
-    env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    env.update(HOME=str(scratch), TMPDIR=str(scratch))  # -I ignores PYTHON* variables; -u unbuffers output
+    scratch = make_scratch(sandbox, question)
     started = time.monotonic()
+    proc, channel, threads = None, None, []
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-u", str(CHILD), question, str(images_path), str(batch_size), device, str(write_fd)],
-            cwd=submission, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,), start_new_session=True,
-        )
-    finally:
-        os.close(write_fd)
-    messages: queue.Queue = queue.Queue()
-    channel = os.fdopen(read_fd, "rb")
-    threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, batch_size), daemon=True),
-               threading.Thread(target=_drain, args=(proc.stdout, run.output), daemon=True)]
-    for t in threads:
-        t.start()
-    expected, finished = 0, False
-    try:
-        while not finished:
-            remaining = started + time_limit - time.monotonic()
-            try:
-                message = messages.get(timeout=max(remaining, 0))
-            except queue.Empty:
+        proc, channel = _start_child(question, submission, images, limits.batch_size, device, sandbox, scratch)
+        messages: queue.Queue = queue.Queue()
+        threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),
+                   threading.Thread(target=_drain, args=(proc.stdout, run.output), daemon=True)]
+        for t in threads:
+            t.start()
+        expected, ready = 0, False
+        while True:
+            remaining = started + limits.time_limit - time.monotonic()
+            if remaining <= 0:
                 raise StudentError("timeout", f"Time limit exceeded: {function} did not finish within "
-                                   f"{time_limit:g} s (loading plus all {len(images)} images; {expected} graded "
-                                   "before the limit)") from None
+                                   f"{limits.time_limit:g} s (loading plus all {len(images)} images; {expected} "
+                                   "graded before the limit)")
+            try:
+                message = messages.get(timeout=min(remaining, POLL_SECONDS))
+            except queue.Empty:
+                used = resident_bytes(members(sandbox, proc.pid))
+                run.peak_memory = max(run.peak_memory, used)
+                if used > limits.memory_bytes:
+                    raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
+                                       f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)") from None
+                continue
             if message is None:
-                proc.wait(timeout=max(started + time_limit - time.monotonic(), 1))
+                proc.wait(timeout=max(remaining, 1))
+                if not ready:
+                    raise GraderError(f"the grader's child process could not start ({_describe_exit(proc.returncode)})"
+                                      f"; its output:\n{run.output.text()}")
+                hint = " (often: out of memory)" if proc.returncode == -signal.SIGKILL else ""
                 raise StudentError("crash", f"{function} stopped before returning all predictions "
-                                   f"({expected} of {len(images)} images done): {_describe_exit(proc.returncode)}")
+                                   f"({expected} of {len(images)} images done): {_describe_exit(proc.returncode)}{hint}")
             kind = message["type"]
             if kind == "ready":
+                ready = True
                 run.device = str(message.get("device", ""))[:20]
+                run.confinement = str(message.get("confinement", ""))[:300]
+            elif not ready:
+                raise GraderError(f"the grader's child process sent {kind!r} before starting")
             elif kind == "error":
                 raise StudentError(str(message.get("kind", "exception"))[:40], str(message.get("message", ""))[:2000],
                                    str(message.get("traceback", "")))
             elif kind == "protocol":
                 raise StudentError("protocol", f"{function}'s process sent malformed data: {message['message']}")
             elif kind == "batch":
-                count = min(batch_size, len(images) - expected)
+                count = min(limits.batch_size, len(images) - expected)
                 if message.get("start") != expected or message.get("count") != count:
                     raise StudentError("protocol", f"{function}'s process sent batches out of order")
                 if "bad_shape" in message:
@@ -222,15 +263,19 @@ def run_predictions(
             elif kind == "done":
                 if expected != len(images):
                     raise StudentError("protocol", f"{function} finished after {expected} of {len(images)} images")
-                finished = True
                 try:
                     proc.wait(timeout=2)  # let it exit on its own, so its last output is flushed
                 except subprocess.TimeoutExpired:
                     pass
+                return
     finally:
         run.seconds = time.monotonic() - started
-        _kill_group(proc)
-        channel.close()
-        for t in threads:
-            t.join(timeout=5)
+        if proc is not None:
+            run.leftovers = len([p for p in members(sandbox, proc.pid, thorough=True) if p != proc.pid])
+            kill_all(sandbox, proc.pid)
+            proc.wait()
+            channel.close()
+            for t in threads:
+                t.join(timeout=5)
+        run.leftover_files = remove_leftover_files(sandbox)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -66,8 +66,12 @@ def test_overrides_merge_in_one_place() -> None:
     config = with_overrides(load_config(), device="cpu", timeout=12)
     assert config.device == "cpu"
     assert {q.time_limit for q in config.questions.values()} == {12.0}
-    with pytest.raises(ConfigError, match="--timeout: expected seconds > 0"):
+    with pytest.raises(ConfigError, match="--timeout: expected a number > 0, got 0"):
         with_overrides(config, timeout=0)
+    config = with_overrides(config, memory_limit=512, output_limit=0)
+    assert {(q.memory_limit, q.output_limit) for q in config.questions.values()} == {(512, 0)}
+    with pytest.raises(ConfigError, match="--memory-limit: expected a number > 63"):
+        with_overrides(config, memory_limit=10)
 
 
 def test_config_is_frozen() -> None:

@@ -1,0 +1,220 @@
+"""Where and as whom student code runs, and how everything it leaves behind is removed.
+
+Two levels, chosen once per grading run:
+- "user" (the grader runs as root, as on Gradescope and in Docker): the child runs as an unprivileged
+  user created for it, in a scratch folder it owns, with the labels, config, grader and results folder
+  closed to it; afterwards every process of that user is killed and its files in the shared temp folders
+  removed.
+- "process" (not root, e.g. a student's laptop): the child still runs in its own process, session and
+  scratch folder, with its network and signals restricted by its seccomp filter, but as the grader's own
+  user, so it could read files that user can read. The grader says so plainly.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+DEFAULT_USER = "grader-student"
+SHARED_TMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+class SandboxError(RuntimeError):
+    """The isolation asked for cannot be had here."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    mode: str  # "user" or "process"
+    note: str  # what the grader tells people about the isolation in force
+    uid: int | None = None
+    gid: int | None = None
+    marker: str = ""  # an environment token that identifies the child's processes in "process" mode
+
+
+def _inaccessible_ancestor(path: Path) -> Path | None:
+    """The first folder on the way to `path` that other users cannot enter, if any."""
+    for folder in [*reversed(path.resolve().parents)]:
+        if not os.stat(folder).st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
+def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
+    """Pick the isolation level: "user" when root (or asked for), else "process"; explain any fallback."""
+    marker = secrets.token_hex(8)
+    if isolation == "process" or (isolation == "auto" and os.geteuid() != 0):
+        why = "asked for" if isolation == "process" else "the grader is not running as root"
+        return Sandbox("process", f"Isolation: student code ran in a separate process under the grader's own "
+                                  f"user ({why}). The stronger isolation, a separate unprivileged user that "
+                                  "cannot read the labels, needs root, as in the Docker image or on Gradescope.",
+                       marker=marker)
+    if os.geteuid() != 0:
+        raise SandboxError("--isolation user needs root")
+    blocked = next(filter(None, (_inaccessible_ancestor(Path(p)) for p in
+                                 (os.path.realpath(sys.executable), sys.prefix, sys.base_prefix))), None)
+    if blocked is not None:
+        note = (f"Isolation: student code ran as the grader's own user, because Python lives under {blocked}, "
+                f"which the unprivileged user '{user}' cannot enter. Install Python where all users can run it "
+                "(as the Docker image does) to get the separate-user isolation.")
+        if isolation == "user":
+            raise SandboxError(note)
+        return Sandbox("process", note, marker=marker)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+                       check=True, capture_output=True)
+        entry = pwd.getpwnam(user)
+    return Sandbox("user", f"Isolation: student code ran as the unprivileged user '{user}', without network.",
+                   uid=entry.pw_uid, gid=entry.pw_gid, marker=marker)
+
+
+@contextmanager
+def protected(sandbox: Sandbox, paths: list[Path]) -> Iterator[None]:
+    """Close these files and folders to everyone but their owner while grading, then restore their modes."""
+    if sandbox.mode != "user":
+        yield
+        return
+    saved = {}
+    for path in paths:
+        if path.exists():
+            saved[path] = stat.S_IMODE(path.stat().st_mode)
+            path.chmod(saved[path] & 0o700)
+    try:
+        yield
+    finally:
+        for path, mode in saved.items():
+            path.chmod(mode)
+
+
+def make_scratch(sandbox: Sandbox, question: str) -> Path:
+    scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
+    if sandbox.mode == "user":
+        os.chown(scratch, sandbox.uid, sandbox.gid)
+    return scratch
+
+
+def give(sandbox: Sandbox, path: Path) -> None:
+    """Hand a file or tree in the scratch folder to the student user."""
+    if sandbox.mode != "user":
+        return
+    for root, dirs, files in os.walk(path):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.chown(name, sandbox.uid, sandbox.gid, follow_symlinks=False)
+
+
+def popen_kwargs(sandbox: Sandbox) -> dict:
+    kwargs: dict = {"start_new_session": True}
+    if sandbox.mode == "user":
+        kwargs.update(user=sandbox.uid, group=sandbox.gid, extra_groups=[], umask=0o077)
+    return kwargs
+
+
+def _status_uid(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _session(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[3])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _has_marker(pid: str, marker: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"GRADER_SANDBOX={marker}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def members(sandbox: Sandbox, session: int, thorough: bool = False) -> list[int]:
+    """Processes of this run: the student user's (user mode), or the child's session (and, when
+    `thorough`, anything still carrying the run's environment marker, e.g. after a setsid)."""
+    me = os.getpid()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == me:
+            continue
+        if sandbox.mode == "user":
+            hit = _status_uid(pid) == sandbox.uid
+        else:
+            hit = _session(pid) == session or (thorough and _has_marker(pid, sandbox.marker))
+        if hit:
+            found.append(int(pid))
+    return found
+
+
+def resident_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def kill_all(sandbox: Sandbox, session: int) -> int:
+    """SIGKILL every process of the run until none is left (a fork loop gets a few rounds); returns how many."""
+    killed = 0
+    for _ in range(50):
+        pids = members(sandbox, session, thorough=True)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.02)
+    return killed
+
+
+def remove_leftover_files(sandbox: Sandbox, folders: list[Path] = ()) -> list[str]:
+    """Files the student user left in the shared temp folders or `folders` (user mode only: in process
+    mode they cannot be told from the grader's own); the scratch folder is removed anyway."""
+    if sandbox.mode != "user":
+        return []
+    removed = []
+    for folder in [*SHARED_TMP, *folders]:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.lstat().st_uid != sandbox.uid:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()
+                removed.append(str(entry))
+            except OSError:
+                pass
+    return removed
