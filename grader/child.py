@@ -44,13 +44,14 @@ LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
 NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24
 
 
-def seccomp_program(machine: str, grader_pid: int) -> list[tuple[int, int, int, int]]:
+def seccomp_program(machine: str, grader_pid: int, grader_group: int) -> list[tuple[int, int, int, int]]:
     """BPF instructions (code, jump-if-true, jump-if-false, k) of the filter for one architecture."""
     arch = AUDIT_ARCH[machine]
     nr = {name: numbers[0 if machine == "x86_64" else 1] for name, numbers in SYSCALLS.items()}
     always = [nr[n] for n in ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal",
                               "io_uring_setup")]
-    grader_targets = [grader_pid, (-grader_pid) & 0xFFFFFFFF, 0xFFFFFFFF]  # its pid, its group, "everyone"
+    # kill() targets: the grader's pid, its process group (as -pgid, also -pid), and -1 ("everyone")
+    grader_targets = sorted({grader_pid, (-grader_pid) & 0xFFFFFFFF, (-grader_group) & 0xFFFFFFFF, 0xFFFFFFFF})
     prog = [(LD_W_ABS, 0, 0, ARCH), (JEQ_K, 1, 0, arch), (RET_K, 0, 0, RET_KILL_PROCESS), (LD_W_ABS, 0, 0, NR)]
     if machine == "x86_64":  # the x32 ABI numbers syscalls from 0x40000000: refuse them all
         prog += [(JGE_K, 0, 1, 0x40000000), (RET_K, 0, 0, RET_KILL_PROCESS)]
@@ -77,7 +78,7 @@ def install_seccomp(grader_pid: int) -> str:
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         return f"no seccomp filter for {machine}: network and signals are not restricted"
-    prog = seccomp_program(machine, grader_pid)
+    prog = seccomp_program(machine, grader_pid, os.getpgid(grader_pid))
 
     class SockFilter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]

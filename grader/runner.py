@@ -239,8 +239,8 @@ def run_predictions(
                 ready = True
                 run.device = str(message.get("device", ""))[:20]
                 run.confinement = str(message.get("confinement", ""))[:300]
-            elif not ready:
-                raise GraderError(f"the grader's child process sent {kind!r} before starting")
+            elif not ready:  # e.g. CUDA asked for but missing: the set-up's problem, not the student's
+                raise GraderError(str(message.get("message", f"the child process sent {kind!r} before starting"))[:2000])
             elif kind == "error":
                 raise StudentError(str(message.get("kind", "exception"))[:40], str(message.get("message", ""))[:2000],
                                    str(message.get("traceback", "")))

@@ -52,11 +52,22 @@ def _inaccessible_ancestor(path: Path) -> Path | None:
     return None
 
 
+def _undumpable() -> None:
+    """Make the grader non-dumpable: a same-user child can then neither ptrace it nor open /proc/<pid>/mem."""
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
-    """Pick the isolation level: "user" when root (or asked for), else "process"; explain any fallback."""
+    """Pick the isolation level: "user" when root (or asked for), else "process"; explain any fallback.
+
+    In "process" mode this also makes the grader's own process non-dumpable (see _undumpable)."""
     marker = secrets.token_hex(8)
     if isolation == "process" or (isolation == "auto" and os.geteuid() != 0):
         why = "asked for" if isolation == "process" else "the grader is not running as root"
+        _undumpable()
         return Sandbox("process", f"Isolation: student code ran in a separate process under the grader's own "
                                   f"user ({why}). The stronger isolation, a separate unprivileged user that "
                                   "cannot read the labels, needs root, as in the Docker image or on Gradescope.",
@@ -71,6 +82,7 @@ def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
                 "(as the Docker image does) to get the separate-user isolation.")
         if isolation == "user":
             raise SandboxError(note)
+        _undumpable()
         return Sandbox("process", note, marker=marker)
     try:
         entry = pwd.getpwnam(user)
