@@ -130,7 +130,7 @@ def to_array(out, function: str):
 
 
 def main(options: dict) -> int:
-    """options: question, images, batch_size, device, fd, file_size_limit (bytes)."""
+    """options: question, images, batch_size, device, fd, file_size_limit (bytes), max_processes (or None)."""
     import resource
 
     channel = Channel(options["fd"])
@@ -143,6 +143,8 @@ def main(options: dict) -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     limit = options["file_size_limit"]
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    if options["max_processes"]:  # counts every process and thread of the user: only for the student user
+        resource.setrlimit(resource.RLIMIT_NPROC, (options["max_processes"], options["max_processes"]))
     confinement = install_seccomp(os.getppid())
     device_name = options["device"]
     if device_name == "auto":

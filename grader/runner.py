@@ -23,12 +23,13 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from grader.sandbox import Sandbox, give, kill_all, make_scratch, members, popen_kwargs, remove_leftover_files, resident_bytes
+from grader.sandbox import Sandbox, give, kill_all, make_scratch, members, popen_kwargs, memory_bytes, remove_leftover_files
 
 CHILD = Path(__file__).with_name("child.py")
 HEADER_LIMIT = 64 * 1024
 POLL_SECONDS = 0.2
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
+MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
 SCORE_DTYPES = (np.dtype("<f4"),)
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -169,7 +170,8 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     # -I ignores PYTHON* variables, so -u (unbuffered output) goes on the command line.
     env.update(HOME=str(scratch), TMPDIR=str(scratch), GRADER_SANDBOX=sandbox.marker)
     options = {"question": question, "images": str(scratch / "images.npy"), "batch_size": batch_size,
-               "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT}
+               "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
+               "max_processes": MAX_PROCESSES if sandbox.mode == "user" else None}
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-u", str(scratch / "child.py"), json.dumps(options)],
@@ -220,7 +222,7 @@ def run_predictions(
             try:
                 message = messages.get(timeout=min(remaining, POLL_SECONDS))
             except queue.Empty:
-                used = resident_bytes(members(sandbox, proc.pid))
+                used = memory_bytes(members(sandbox, proc.pid), limits.memory_bytes, started + limits.time_limit)
                 run.peak_memory = max(run.peak_memory, used)
                 if used > limits.memory_bytes:
                     raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "

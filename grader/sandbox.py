@@ -135,10 +135,13 @@ def popen_kwargs(sandbox: Sandbox) -> dict:
     return kwargs
 
 
-def _status_uid(pid: str) -> int | None:
+def _live_uid(pid: str) -> int | None:
+    """The real uid of a process that is not a zombie (a zombie can do nothing and waits to be reaped)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
+                if line.startswith("State:") and line.split()[1] == "Z":
+                    return None
                 if line.startswith("Uid:"):
                     return int(line.split()[1])
     except OSError:
@@ -171,7 +174,7 @@ def members(sandbox: Sandbox, session: int, thorough: bool = False) -> list[int]
         if int(pid) == me:
             continue
         if sandbox.mode == "user":
-            hit = _status_uid(pid) == sandbox.uid
+            hit = _live_uid(pid) == sandbox.uid
         else:
             hit = _session(pid) == session or (thorough and _has_marker(pid, sandbox.marker))
         if hit:
@@ -179,32 +182,57 @@ def members(sandbox: Sandbox, session: int, thorough: bool = False) -> list[int]
     return found
 
 
-def resident_bytes(pids: list[int]) -> int:
-    total = 0
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration, ValueError):
+        return _rss(pid)
+
+
+def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
+    """Memory of these processes together, never overestimated. The cheap sum of resident sets counts
+    pages that forked processes share once per process; only when it exceeds `limit` is the fair (and
+    slow) sum of proportional set sizes taken, where shared pages count once. That sum stops early at
+    `limit` or at `deadline` (time.monotonic()), so a fork bomb cannot stall the time limit."""
+    rss = sum(_rss(pid) for pid in pids)
+    if rss <= limit:
+        return rss
+    pss = 0
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/statm") as f:
-                total += int(f.read().split()[1]) * PAGE
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+        pss += _pss(pid)
+        if pss > limit or time.monotonic() > deadline:
+            break
+    return pss
 
 
-def kill_all(sandbox: Sandbox, session: int) -> int:
-    """SIGKILL every process of the run until none is left (a fork loop gets a few rounds); returns how many."""
-    killed = 0
+def kill_all(sandbox: Sandbox, session: int) -> None:
+    """SIGKILL every process of the run, in rounds until none is left (a fork loop may refill a round).
+
+    In user mode one kill(-1) issued as the student user reaches all of its processes in a single call,
+    which a fork bomb cannot outrun the way it can outrun signals sent one pid at a time."""
     for _ in range(50):
         pids = members(sandbox, session, thorough=True)
         if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
+            return
+        if sandbox.mode == "user":
+            subprocess.run([sys.executable, "-I", "-c", "import os, signal; os.kill(-1, signal.SIGKILL)"],
+                           user=sandbox.uid, group=sandbox.gid, extra_groups=[], check=False)
+        else:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
         time.sleep(0.02)
-    return killed
 
 
 def remove_leftover_files(sandbox: Sandbox, folders: list[Path] = ()) -> list[str]:

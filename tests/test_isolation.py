@@ -95,6 +95,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def test_left_behind_processes_are_killed(tmp_path: Path) -> None:
     code = """
 import subprocess, sys
@@ -210,3 +217,23 @@ def predict_q1(images):
     rc, report = grade_q1(tmp_path, code)
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     assert not planted.exists()
+
+
+@user_mode
+def test_fork_bomb_is_contained(tmp_path: Path) -> None:
+    code = """
+import os, time
+def predict_q1(images):
+    for _ in range(100_000):
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.01)
+    return scores(images)
+"""
+    started = time.monotonic()
+    rc, report = grade_q1(tmp_path, code, "--timeout", "8")
+    assert time.monotonic() - started < 8 + 15
+    assert "Time limit exceeded" in report["extra_data"]["metrics"]["q1"]["error"]
+    assert by_question(report)["Q1"]["score"] == 0
+    assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(pid) and _uid(pid) == SANDBOX.uid]
