@@ -34,6 +34,7 @@ class QuestionConfig:
     time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question, > 0"})
     output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept, >= 0"})
     memory_limit: int = field(default=6144, metadata={"doc": "MiB of resident memory for the student's processes"})
+    show_output: bool = field(default=True, metadata={"doc": "show the student's printed output in the test"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,8 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
             _check_type(where(name), values[name], int)
             if values[name] < low:
                 raise ConfigError(f"{where(name)}: expected an integer >= {low}, got {values[name]!r}")
+    if "show_output" in values and not isinstance(values["show_output"], bool):
+        raise ConfigError(f"{where('show_output')}: expected true or false, got {values['show_output']!r}")
     for name, choices in _CHOICES.items():
         if name in values and values[name] not in choices:
             raise ConfigError(f"{where(name)}: expected one of {', '.join(choices)}, got {values[name]!r}")

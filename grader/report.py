@@ -48,7 +48,7 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
     if result.run.confinement:
         parts.append(f"Note for staff: {result.run.confinement}")
     printed = result.run.output.text().strip()
-    if printed:
+    if printed and cfg.show_output:
         parts.append("Your code printed:\n" + printed)
     return "\n\n".join(parts) + "\n"
 

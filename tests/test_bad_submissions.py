@@ -100,3 +100,12 @@ def predict_q1(images):
     assert "bytes of output left out" in q1["output"] and q1["output"].rstrip().endswith("last words")
     assert len(q1["output"]) < 10_000
     assert (tmp_path / "results.json").stat().st_size < 50_000
+
+
+def test_output_can_be_kept_out_of_results(tmp_path: Path) -> None:
+    submission = write_submission(tmp_path / "submission", "print('secret debug')\ndef predict_q1(images):\n"
+                                                            "    return images.flatten(1)[:, :10]\n")
+    data = make_reference(tmp_path / "data", n_q1=5)
+    config = config_with(tmp_path, "q1", **{"show_output = true": "show_output = false"})
+    _, report = grade(submission, data, tmp_path / "results.json", "--config", str(config))
+    assert "secret debug" not in json.dumps(report) and report["extra_data"]["metrics"]["q1"]["n"] == 5

@@ -39,6 +39,8 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
         ('checks = ""', 'checks = "no-such-folder"', r"\[grader\].checks: folder .* does not exist"),
         ('title = "Q1 Fashion-MNIST classification"', 'title = "Fashion"', r"expected a name starting with 'Q1'"),
         ("thresholds = { accuracy = 0.90 }", "thresholds = {}", r"expected at least one of accuracy"),
+        ("show_output = true", 'show_output = "yes"', r"\[q1\].show_output: expected true or false, got 'yes'"),
+        ("memory_limit = 4096", "memory_limit = 10", r"\[q1\].memory_limit: expected an integer >= 64, got 10"),
         ('title = "Q2 semantic segmentation"\n', "", r"\[q2\] is missing 'title'"),
     ],
 )

@@ -1,0 +1,55 @@
+"""run_autograder on Gradescope's layout (/autograder/{source,submission,results}) under a temp folder."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+
+from conftest import REPO, SCHEMA, make_reference, write_submission
+
+
+def autograder_tree(root: Path, with_grader: bool = True) -> Path:
+    source = root / "source"
+    source.mkdir(parents=True)
+    if with_grader:
+        shutil.copytree(REPO / "grader", source / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    make_reference(source / "reference_data", n_q1=30, n_q2=1)
+    write_submission(root / "submission", """
+        import torch
+
+        def predict_q1(images):
+            return torch.zeros(len(images), 10)
+
+        def predict_q2(images):
+            n, _, h, w = images.shape
+            return torch.zeros(n, 6, h, w)
+    """)
+    return root
+
+
+def run(root: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "GRADER_PYTHON": sys.executable}
+    proc = subprocess.run([str(REPO / "run_autograder")], env=env, capture_output=True, text=True, timeout=600)
+    report = json.loads((root / "results" / "results.json").read_text())
+    jsonschema.validate(report, SCHEMA)
+    return proc, report
+
+
+def test_run_autograder_grades_the_submission(tmp_path: Path) -> None:
+    proc, report = run(autograder_tree(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [t["max_score"] for t in report["tests"]] == [20, 30]
+    assert report["extra_data"]["metrics"]["q1"]["n"] == 30
+    assert "Total:" in proc.stdout
+
+
+def test_run_autograder_leaves_valid_results_when_the_grader_cannot_start(tmp_path: Path) -> None:
+    proc, report = run(autograder_tree(tmp_path, with_grader=False))
+    assert proc.returncode == 0
+    assert "The autograder failed to start" in report["output"]
+    assert report["tests"] == [] and report["score"] == 0
