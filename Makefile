@@ -15,7 +15,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 grade: $(STAMP)
-	$(PY) -m grader --submission submission --data reference_data --results $(RESULTS) --device $(DEVICE)
+	$(PY) -m grader --submission submission --data reference_data --results $(RESULTS) --device $(DEVICE) \
+		--plots $(dir $(RESULTS))plots
 
 test: $(STAMP)
 	$(PY) -m pytest -q

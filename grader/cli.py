@@ -30,6 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per question, overrides each question's time_limit")
     p.add_argument("--memory-limit", type=int, help="MiB per question, overrides each question's memory_limit")
     p.add_argument("--output-limit", type=int, help="characters of student output kept, overrides output_limit")
+    p.add_argument("--plots", type=Path, help="folder for pictures: confusion matrices, segmentation overlays")
     p.add_argument("--isolation", choices=("auto", "user", "process"), default="auto",
                    help="user: run student code as an unprivileged user (needs root); process: as the grader's "
                         "user; auto (default): user when root")
@@ -48,7 +49,23 @@ def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
                     "must sit at the top of the zip, not inside a subfolder."), []
 
 
-def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> tuple[dict, str, bool]:
+def draw(results: dict, classes: dict[str, list[str]], folder: Path) -> list[Path]:
+    """Confusion matrices of the graded questions and Q2 overlays; returns the files written."""
+    from grader.plots import confusion_matrix_png, overlays_png
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, result in results.items():
+        if result.confusion_matrix is not None:
+            title = f"{key.upper()} confusion matrix ({result.metrics['n']} images)"
+            written.append(confusion_matrix_png(result.confusion_matrix, classes[key], title, folder / f"{key}_confusion.png"))
+        if result.examples:
+            written.append(overlays_png(result.examples, classes[key], folder / f"{key}_overlays.png"))
+    return written
+
+
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
+          plots: Path | None = None) -> tuple[dict, str, bool]:
     """Grade every configured question; returns (results.json, terminal summary, staff problem seen)."""
     from grader.checks import load_checks, run_checks
     from grader.evaluation import QuestionResult, evaluate
@@ -56,7 +73,7 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
 
     started = time.monotonic()
     suite = load_checks(config.checks) if config.checks else None
-    results, scores, staff_problem = {}, {}, False
+    results, scores, classes, staff_problem = {}, {}, {}, False
     submission, problem, notes = locate_submission(submission)
     notes.append(sandbox.note)
     for key, cfg in config.questions.items():
@@ -69,6 +86,7 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
                 staff_problem = True
                 results[key] = QuestionResult(key, error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
+                classes[key] = ref.classes
                 with protected(sandbox, [data, config.source, Path(__file__).parent]):
                     results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
                 staff_problem |= results[key].staff_problem
@@ -76,7 +94,10 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
     metrics = {k: ({"error": r.error} if r.error else r.metrics) for k, r in results.items()}
     extra = run_checks(suite, submission, metrics) if suite is not None else []
     report = build_results(config, results, scores, extra, time.monotonic() - started, notes)
-    return report, terminal_summary(config, results, scores, extra), staff_problem
+    summary = terminal_summary(config, results, scores, extra)
+    if plots is not None:
+        summary += "".join(f"\npicture: {path}" for path in draw(results, classes, plots))
+    return report, summary, staff_problem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout,
                                 memory_limit=args.memory_limit, output_limit=args.output_limit)
         sandbox = prepare(args.isolation)
-        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
+        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve(), sandbox,
+                                               args.plots)
         remove_leftover_files(sandbox, [args.results.resolve().parent])
     except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)

@@ -16,6 +16,9 @@ from grader.runner import ChildRun, GraderError, Limits, OutputTrim, StudentErro
 from grader.sandbox import Sandbox
 
 
+EXAMPLES = 4  # Q2 images kept for the overlay picture
+
+
 @dataclass
 class QuestionResult:
     """Metrics (JSON-ready: fractions, None where undefined) or the error that stopped grading."""
@@ -25,6 +28,7 @@ class QuestionResult:
     error: str | None = None
     details: str = ""
     staff_problem: bool = False  # the error is the grader's, not the student's
+    examples: list = field(default_factory=list)  # Q2: (name, image, label, predicted label) of the first images
     confusion_matrix: np.ndarray | None = None
     run: ChildRun = field(default_factory=ChildRun)
 
@@ -62,7 +66,11 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
             if ref.question == "q1":
                 accumulator.update(scores, target)
             else:
-                accumulator.update(quantize(softmax(scores, axis=1)), target)
+                quantized = quantize(softmax(scores, axis=1))
+                accumulator.update(quantized, target)
+                for i in range(max(0, min(len(scores), EXAMPLES - start))):
+                    result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
+                                            np.argmax(quantized[i], axis=0)))
             progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details = exc.message, exc.details

@@ -73,8 +73,10 @@ def expected_q2(data: Path, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, n
 def test_linear_submission_numbers_match_independent_computation(tmp_path: Path, linear_submission, capsys) -> None:
     submission, w = linear_submission
     data = make_reference(tmp_path / "data", n_q1=300, n_q2=3)
-    rc, report = grade(submission, data, tmp_path / "results.json")
+    rc, report = grade(submission, data, tmp_path / "results.json", "--plots", str(tmp_path / "plots"))
     assert rc == 0
+    for name in ("q1_confusion.png", "q2_confusion.png", "q2_overlays.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     metrics = report["extra_data"]["metrics"]
 
     accuracy, per_class = expected_q1(data, w["w1"])

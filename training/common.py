@@ -40,26 +40,29 @@ class RunLog:
         self._file.flush()
 
     def plot(self, title: str) -> Path:
-        import matplotlib
+        return plot_curves(self.rows, self.out_dir / "curves.png", title)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        keys = [k for k in self.rows[0] if k != "epoch"]
-        losses = [k for k in keys if "loss" in k]
-        scores = [k for k in keys if "loss" not in k and k not in ("lr", "seconds")]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        epochs = [r["epoch"] for r in self.rows]
-        for ax, group, label in ((axes[0], losses, "loss"), (axes[1], scores, "score")):
-            for k in group:
-                ax.plot(epochs, [r.get(k, np.nan) for r in self.rows], marker=".", label=k)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(label)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.suptitle(title)
-        fig.tight_layout()
-        path = self.out_dir / "curves.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        return path
+def plot_curves(rows: list[dict], path: Path, title: str) -> Path:
+    """Losses on the left, scores on the right; a metric logged only on some epochs is drawn where it exists."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("epoch", "lr", "seconds")))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, group, label in ((axes[0], [k for k in keys if "loss" in k], "loss"),
+                             (axes[1], [k for k in keys if "loss" not in k], "score")):
+        for k in group:
+            points = [(r["epoch"], r[k]) for r in rows if k in r]
+            ax.plot(*zip(*points), marker=".", label=k)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
