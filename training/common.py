@@ -25,7 +25,7 @@ def pick_device(name: str) -> torch.device:
 
 
 class RunLog:
-    """One JSON line per epoch in `<out>/metrics.jsonl`, plus a PNG of the curves at the end."""
+    """One JSON line per epoch in `<out>/metrics.jsonl`; at the end a summary, the model and the curves."""
 
     def __init__(self, out_dir: Path, meta: dict):
         self.out_dir = out_dir
@@ -39,8 +39,11 @@ class RunLog:
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
-    def plot(self, title: str) -> Path:
-        return plot_curves(self.rows, self.out_dir / "curves.png", title)
+    def finish(self, summary: dict, checkpoint: dict, title: str) -> None:
+        """Write summary.json, the checkpoint (model.pt) and the curves (curves.png) of a finished run."""
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        torch.save(checkpoint, self.out_dir / "model.pt")
+        plot_curves(self.rows, self.out_dir / "curves.png", title)
 
 
 def plot_curves(rows: list[dict], path: Path, title: str) -> Path:

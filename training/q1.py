@@ -1,6 +1,6 @@
 """Train a Q1 Fashion-MNIST classifier (the seed's nets or the submission's FashionNet).
 
-    python -m training.q1 --arch fashionnet --data-root ../shared/data/fashion-mnist --epochs 12
+    python -m training.q1 --arch fashionnet --data-root ../shared/data/fashion-mnist --epochs 10
 
 The course's split: train = the first 55,000 training images, validation = the last 5,000; the official
 test set is reported too. Writes `<out>/model.pt` (state dict), `metrics.jsonl`, `run.json`, `curves.png`.
@@ -124,9 +124,8 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     _, test_acc = evaluate(model, *data["test"], device)
     summary = {"val_accuracy": log.rows[-1]["val_accuracy"], "test_accuracy": test_acc,
                "train_seconds": log.rows[-1]["seconds"], "device": str(device)}
-    (out / "summary.json").write_text(__import__("json").dumps(summary, indent=2) + "\n")
-    torch.save(model.cpu().state_dict(), out / "model.pt")
-    log.plot(f"Q1 {name}: val {100 * summary['val_accuracy']:.1f} %, test {100 * test_acc:.1f} %")
+    log.finish(summary, model.cpu().state_dict(),
+               f"Q1 {name}: val {100 * summary['val_accuracy']:.1f} %, test {100 * test_acc:.1f} %")
     print(f"Q1 {name}: val accuracy {100 * summary['val_accuracy']:.2f} %, test accuracy {100 * test_acc:.2f} %, "
           f"{summary['train_seconds']:.0f} s on {device}")
     return summary
@@ -137,7 +136,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", choices=sorted(Q1_ARCHS), default="fashionnet", help="model (default: fashionnet)")
     p.add_argument("--ablation", choices=list(ABLATION_STEPS), help="train one step of the seed's ablation instead")
     p.add_argument("--data-root", type=Path, help="folder of the IDX files (default: download with torchvision)")
-    p.add_argument("--epochs", type=int, default=12, help="default: 12")
+    p.add_argument("--epochs", type=int, default=10, help="default: 10")
     p.add_argument("--batch-size", type=int, default=128, help="default: 128")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW (default: 3e-3)")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="default: 5e-4")

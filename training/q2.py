@@ -9,7 +9,6 @@ summary and checkpoint records which of the two it was. Validation uses the grad
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -133,10 +132,9 @@ def main(args: argparse.Namespace) -> dict:
     summary = {"init": init, "pretrained": backbone_path is not None, "val_mAP": final["mAP"],
                "val_mIoU": final["mIoU"], "val_AP": final["AP"].tolist(), "val_IoU": final["IoU"].tolist(),
                "train_seconds": time.perf_counter() - start, "device": str(device), "epochs": args.epochs}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    torch.save({"model": model.cpu().state_dict(), "num_convs": args.num_convs, "init": init,
-                "pretrained": summary["pretrained"], "args": vars(args)}, out / "model.pt")
-    log.plot(f"Q2 {name} ({init}): val mAP {final['mAP']:.3f}, mIoU {final['mIoU']:.3f}")
+    log.finish(summary, {"model": model.cpu().state_dict(), "num_convs": args.num_convs, "init": init,
+                         "pretrained": summary["pretrained"], "args": vars(args)},
+               f"Q2 {name} ({init}): val mAP {final['mAP']:.3f}, mIoU {final['mIoU']:.3f}")
     print(f"Q2 {name}: val mAP {final['mAP']:.3f}, mIoU {final['mIoU']:.3f} [{init}], "
           f"{summary['train_seconds']:.0f} s on {device}")
     return summary
