@@ -9,6 +9,7 @@ import argparse
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
@@ -64,9 +65,17 @@ def draw(results: dict, classes: dict[str, list[str]], folder: Path) -> list[Pat
     return written
 
 
-def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
-          plots: Path | None = None) -> tuple[dict, str, bool]:
-    """Grade every configured question; returns (results.json, terminal summary, staff problem seen)."""
+@dataclass
+class Graded:
+    report: dict  # results.json
+    summary: str  # for the terminal
+    staff_problem: bool  # something was the grader's fault: exit status 2
+    results: dict  # QuestionResult per question, for the pictures
+    classes: dict[str, list[str]]
+
+
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> Graded:
+    """Grade every configured question."""
     from grader.checks import load_checks, run_checks
     from grader.evaluation import QuestionResult, evaluate
     from grader.reference import ReferenceDataError, load_reference
@@ -91,13 +100,10 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
                     results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
                 staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
-    metrics = {k: ({"error": r.error} if r.error else r.metrics) for k, r in results.items()}
+    metrics = {k: r.reported_metrics for k, r in results.items()}
     extra = run_checks(suite, submission, metrics) if suite is not None else []
     report = build_results(config, results, scores, extra, time.monotonic() - started, notes)
-    summary = terminal_summary(config, results, scores, extra)
-    if plots is not None:
-        summary += "".join(f"\npicture: {path}" for path in draw(results, classes, plots))
-    return report, summary, staff_problem
+    return Graded(report, terminal_summary(config, results, scores, extra), staff_problem, results, classes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout,
                                 memory_limit=args.memory_limit, output_limit=args.output_limit)
         sandbox = prepare(args.isolation)
-        report, summary, staff_problem = grade(config, args.submission.resolve(), args.data.resolve(), sandbox,
-                                               args.plots)
+        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
         remove_leftover_files(sandbox, [args.results.resolve().parent])
     except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)
@@ -119,7 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grader: internal error\n{trace}", file=sys.stderr)
         write_results(args.results, fallback_results(f"The autograder itself failed (staff: see below)\n{trace}", config))
         return EXIT_GRADER_ERROR
-    write_results(args.results, report)
-    print(summary)
+    write_results(args.results, graded.report)
+    print(graded.summary)
     print(f"results written to {args.results}")
-    return EXIT_GRADER_ERROR if staff_problem else 0
+    if args.plots is not None:
+        try:
+            for path in draw(graded.results, graded.classes, args.plots):
+                print(f"picture: {path}")
+        except Exception as exc:  # pictures are a convenience: never let them cost the grade
+            print(f"grader: could not draw the pictures: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return EXIT_GRADER_ERROR if graded.staff_problem else 0

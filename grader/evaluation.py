@@ -29,6 +29,11 @@ class QuestionResult:
     details: str = ""
     staff_problem: bool = False  # the error is the grader's, not the student's
     examples: list = field(default_factory=list)  # Q2: (name, image, label, predicted label) of the first images
+
+    @property
+    def reported_metrics(self) -> dict:
+        """What extra_data.metrics shows for this question: the metrics, or the error."""
+        return {"error": self.error} if self.error is not None else self.metrics
     confusion_matrix: np.ndarray | None = None
     run: ChildRun = field(default_factory=ChildRun)
 

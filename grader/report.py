@@ -62,7 +62,7 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
                       "status": "passed" if score.full_credit else "failed", "visibility": cfg.visibility,
                       "output": test_output(cfg, result, score)})
-        metrics[key] = {"error": result.error} if result.error is not None else result.metrics
+        metrics[key] = result.reported_metrics
     leaderboard = []
     for key, name, title in LEADERBOARD:
         if key in config.questions:

@@ -3,8 +3,8 @@
 The grader never imports student code. It writes the images (never the labels) to a scratch folder,
 starts grader/child.py there, and reads back a stream of raw score arrays from a private pipe, checking
 every header, shape and dtype itself (no pickle). The child's printed output is kept, trimmed to its
-start and end. A time limit covers the whole question; past it, or when grading ends in any way, the
-child's whole process group is killed and the scratch folder removed.
+start and end. A time limit covers the whole question; past it, or when grading ends in any way, every
+process of the run is killed and the scratch folder removed (grader/sandbox.py says how).
 """
 from __future__ import annotations
 
