@@ -1,7 +1,7 @@
 """The only place student code runs: import the submission's predict.py and stream raw predictions back.
 
-Started by grader.runner as a separate process (`python -I child.py ...`) with the submission folder as
-working directory. It gets images, never labels, and writes messages to a private pipe: one JSON line
+Started by grader.runner as a separate process (`python -I -u child.py OPTIONS`) with a copy of the
+submission folder as working directory. It gets images, never labels, and writes messages to a private pipe: one JSON line
 each, followed by an .npy array for a batch. The grader reads them without pickle and validates
 everything itself. This file imports nothing from the grader package, so no student file can shadow it.
 """

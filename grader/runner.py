@@ -279,5 +279,5 @@ def run_predictions(
             channel.close()
             for t in threads:
                 t.join(timeout=5)
-        run.leftover_files = remove_leftover_files(sandbox)
         shutil.rmtree(scratch, ignore_errors=True)
+        run.leftover_files = remove_leftover_files(sandbox)

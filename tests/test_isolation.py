@@ -217,6 +217,7 @@ def predict_q1(images):
     rc, report = grade_q1(tmp_path, code)
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     assert not planted.exists()
+    assert f"Removed what your code left in shared temp folders: {planted}" in by_question(report)["Q1"]["output"]
 
 
 @user_mode
