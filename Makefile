@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 RESULTS ?= results/results.json
 DEVICE ?= auto
 
-.PHONY: grade test setup
+.PHONY: grade test setup autograder
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -20,3 +20,8 @@ grade: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The zip instructors upload to Gradescope (tracked files only; setup.sh and run_autograder at its top).
+autograder:
+	git archive --format=zip -o autograder.zip HEAD setup.sh run_autograder requirements.txt grader reference_data
+	@echo "autograder.zip: upload it as the autograder (base image: Ubuntu 24.04)"
