@@ -15,6 +15,7 @@ import time
 import traceback
 
 TRACEBACK_LIMIT = 6000
+MESSAGE_LIMIT = 1500
 
 
 def student_traceback(exc: BaseException, root: str) -> str:
@@ -111,6 +112,8 @@ class Channel:
         self.stream.flush()
 
     def fail(self, kind: str, message: str, exc: BaseException | None = None, root: str = "") -> None:
+        if len(message) > MESSAGE_LIMIT:  # e.g. an exception that prints a whole tensor
+            message = message[:MESSAGE_LIMIT] + " [...]"
         self.send({"type": "error", "kind": kind, "message": message,
                    "traceback": student_traceback(exc, root) if exc is not None else ""})
 

@@ -27,6 +27,7 @@ CASES = {
     "nan": ("def predict_q1(images):\n    return images.flatten(1)[:, :10] * float('nan')\n",
             "returned 600 NaN or infinite values"),
     "exception": ("def predict_q1(images):\n    return 1 / 0\n", "predict_q1 raised ZeroDivisionError: division by zero"),
+    "huge_exception": ("def predict_q1(images):\n    raise ValueError('x' * 10**6)\n", "predict_q1 raised ValueError: xxxx"),
     "returns_list": ("def predict_q1(images):\n    return [0] * len(images)\n", "predict_q1 returned list"),
     "sys_exit": ("import sys\ndef predict_q1(images):\n    sys.exit(0)\n", "predict_q1 called sys.exit(0)"),
     "exit_at_import": ("raise SystemExit(3)\n", "importing predict.py failed: SystemExit: 3"),
