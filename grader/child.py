@@ -36,7 +36,8 @@ AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {  # name: (x86_64, aarch64)
     "socket": (41, 198), "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "ptrace": (101, 117),
     "process_vm_readv": (310, 270), "process_vm_writev": (311, 271), "pidfd_open": (434, 434),
-    "pidfd_send_signal": (424, 424), "io_uring_setup": (425, 425),
+    "pidfd_send_signal": (424, 424), "io_uring_setup": (425, 425), "rt_sigqueueinfo": (129, 138),
+    "rt_tgsigqueueinfo": (297, 240), "seccomp": (317, 277),
 }
 AF_UNIX = 1
 RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
@@ -45,14 +46,16 @@ LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
 NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24
 
 
-def seccomp_program(machine: str, grader_pid: int, grader_group: int) -> list[tuple[int, int, int, int]]:
+def seccomp_program(machine: str, grader_pid: int, grader_group: int,
+                    grader_threads: tuple[int, ...] = ()) -> list[tuple[int, int, int, int]]:
     """BPF instructions (code, jump-if-true, jump-if-false, k) of the filter for one architecture."""
     arch = AUDIT_ARCH[machine]
     nr = {name: numbers[0 if machine == "x86_64" else 1] for name, numbers in SYSCALLS.items()}
     always = [nr[n] for n in ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal",
-                              "io_uring_setup")]
-    # kill() targets: the grader's pid, its process group (as -pgid, also -pid), and -1 ("everyone")
-    grader_targets = sorted({grader_pid, (-grader_pid) & 0xFFFFFFFF, (-grader_group) & 0xFFFFFFFF, 0xFFFFFFFF})
+                              "io_uring_setup", "rt_sigqueueinfo", "rt_tgsigqueueinfo")]
+    # kill() targets: the grader's pid and threads, its process group (as -pgid, also -pid), -1 ("everyone")
+    grader_targets = sorted({grader_pid, *grader_threads, (-grader_pid) & 0xFFFFFFFF, (-grader_group) & 0xFFFFFFFF,
+                             0xFFFFFFFF})
     prog = [(LD_W_ABS, 0, 0, ARCH), (JEQ_K, 1, 0, arch), (RET_K, 0, 0, RET_KILL_PROCESS), (LD_W_ABS, 0, 0, NR)]
     if machine == "x86_64":  # the x32 ABI numbers syscalls from 0x40000000: refuse them all
         prog += [(JGE_K, 0, 1, 0x40000000), (RET_K, 0, 0, RET_KILL_PROCESS)]
@@ -79,7 +82,11 @@ def install_seccomp(grader_pid: int) -> str:
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         return f"no seccomp filter for {machine}: network and signals are not restricted"
-    prog = seccomp_program(machine, grader_pid, os.getpgid(grader_pid))
+    try:  # the grader's threads as they are now (a kill() at a thread id reaches the whole process)
+        threads = tuple(int(t) for t in os.listdir(f"/proc/{grader_pid}/task"))
+    except OSError:
+        threads = ()
+    prog = seccomp_program(machine, grader_pid, os.getpgid(grader_pid), threads)
 
     class SockFilter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
@@ -90,9 +97,11 @@ def install_seccomp(grader_pid: int) -> str:
     filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
     fprog = SockFprog(len(prog), filters)
     libc = ctypes.CDLL(None, use_errno=True)
-    PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
-    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
-            libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+    PR_SET_NO_NEW_PRIVS, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 38, 1, 1
+    seccomp = SYSCALLS["seccomp"][0 if machine == "x86_64" else 1]
+    # TSYNC: the filter covers every thread of the process, not only the calling one.
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or libc.syscall(
+            seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)) != 0:
         return f"seccomp filter refused (errno {ctypes.get_errno()}): network and signals are not restricted"
     return ""
 
@@ -138,17 +147,16 @@ def main(options: dict) -> int:
 
     channel = Channel(options["fd"])
     question = options["question"]
-    root = os.path.abspath(os.getcwd())
-    sys.path.insert(0, root)
-    import numpy as np
-    import torch
-
+    # Limits and the filter come first, before any import that a file in the submission could shadow.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     limit = options["file_size_limit"]
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     if options["max_processes"]:  # counts every process and thread of the user: only for the student user
         resource.setrlimit(resource.RLIMIT_NPROC, (options["max_processes"], options["max_processes"]))
     confinement = install_seccomp(os.getppid())
+    import numpy as np
+    import torch
+
     device_name = options["device"]
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -162,6 +170,8 @@ def main(options: dict) -> int:
     channel.send({"type": "ready", "device": device_name, "confinement": confinement})
     function = f"predict_{question}"
     started = time.monotonic()
+    root = os.path.abspath(os.getcwd())
+    sys.path.insert(0, root)
     try:
         import predict
     except BaseException as exc:  # SystemExit and KeyboardInterrupt from an import are the student's too

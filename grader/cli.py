@@ -96,7 +96,8 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
                 results[key] = QuestionResult(key, error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
-                with protected(sandbox, [data, config.source, Path(__file__).parent]):
+                closed = [data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
+                with protected(sandbox, closed):
                     results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
                 staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,19 +65,22 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
     limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
     progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} predict", unit="img", file=sys.stderr,
                     dynamic_ncols=True)
+    predictions = run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox, result.run)
     try:
-        for start, scores in run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox,
-                                             result.run):
-            target = ref.labels[start : start + len(scores)]
-            if ref.question == "q1":
-                accumulator.update(scores, target)
-            else:
-                quantized = quantize(softmax(scores, axis=1))
-                accumulator.update(quantized, target)
-                for i in range(max(0, min(len(scores), EXAMPLES - start))):
-                    result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
-                                            np.argmax(quantized[i], axis=0)))
-            progress.update(len(scores))
+        # closing(): however this loop ends, the generator's cleanup (killing the child) runs now,
+        # while the grader's files are still closed to the student user.
+        with closing(predictions):
+            for start, scores in predictions:
+                target = ref.labels[start : start + len(scores)]
+                if ref.question == "q1":
+                    accumulator.update(scores, target)
+                else:
+                    quantized = quantize(softmax(scores, axis=1))
+                    accumulator.update(quantized, target)
+                    for i in range(max(0, min(len(scores), EXAMPLES - start))):
+                        result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
+                                                np.argmax(quantized[i], axis=0)))
+                progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details = exc.message, exc.details
         return result

@@ -45,6 +45,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
     parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
     if result.run.leftovers:
         parts.append(f"{result.run.leftovers} process(es) your code left running were stopped.")
+    if result.run.unkilled:
+        parts.append(f"Note for staff: {result.run.unkilled} process(es) of this run could not be killed.")
     if result.run.leftover_files:
         parts.append(f"Removed what your code left in shared temp folders: {', '.join(result.run.leftover_files[:5])}")
     if result.run.confinement:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from grader.sandbox import Sandbox, give, kill_all, make_scratch, members, popen
 CHILD = Path(__file__).with_name("child.py")
 HEADER_LIMIT = 64 * 1024
 POLL_SECONDS = 0.2
+QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
 SCORE_DTYPES = (np.dtype("<f4"),)
@@ -89,10 +91,50 @@ class ChildRun:
     seconds: float = 0.0
     peak_memory: int = 0
     leftovers: int = 0  # processes still running when the question ended, killed
+    unkilled: int = 0  # processes that survived every attempt to kill them (should stay 0)
     leftover_files: list[str] = field(default_factory=list)
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes:
+class Pipe:
+    """Blocking reads from a pipe that give up once `stop` is set: a stray process may still hold the
+    other end open, and a thread blocked in a plain read() could then never be joined."""
+
+    def __init__(self, fd: int, stop: threading.Event):
+        self.fd, self.stop, self.buffer = fd, stop, bytearray()
+
+    def _fill(self) -> bool:
+        """Append what the pipe has; False at end of stream. Once grading stopped, an idle pipe raises
+        EOFError (data already waiting is still read, so the last output of the child is not lost)."""
+        while True:
+            if select.select([self.fd], [], [], POLL_SECONDS)[0]:
+                chunk = os.read(self.fd, 1 << 16)
+                self.buffer += chunk
+                return bool(chunk)
+            if self.stop.is_set():
+                raise EOFError("grading stopped")
+
+    def read(self, n: int) -> bytes:
+        while len(self.buffer) < n and self._fill():
+            pass
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def readline(self, limit: int) -> bytes:
+        while b"\n" not in self.buffer and len(self.buffer) < limit and self._fill():
+            pass
+        end = self.buffer.find(b"\n", 0, limit)
+        return self.read(limit if end < 0 else end + 1)
+
+    def chunks(self) -> Iterator[bytes]:
+        while self.buffer or self._fill():
+            yield self.read(len(self.buffer))
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _read_exact(stream: Pipe, n: int) -> bytes:
     data = stream.read(n)
     if len(data) != n:
         raise EOFError("stream ended inside a message")
@@ -105,13 +147,13 @@ class _BadShape(Exception):
         self.shape = shape
 
 
-def _read_array(stream: BinaryIO, tail_shape: tuple[int, ...], count: int) -> np.ndarray:
-    """Read one .npy payload; refuse anything but a float32 C array of the expected shape before reading data."""
+def _read_array(stream: Pipe, tail_shape: tuple[int, ...], count: int) -> np.ndarray:
+    """Read one .npy payload; refuse anything but a version 1.0 header (whose length field is 16 bits, so
+    a header cannot make us read much) of a float32 C array of the expected shape, before reading data."""
     version = np.lib.format.read_magic(stream)
-    read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
-    if version not in read_header:
+    if version != (1, 0):
         raise ValueError(f"unsupported .npy version {version}")
-    shape, fortran, dtype = read_header[version](stream)
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
     if dtype not in SCORE_DTYPES or fortran:
         raise ValueError(f"unexpected array dtype {dtype}")
     if tuple(shape) != (count, *tail_shape):
@@ -119,7 +161,17 @@ def _read_array(stream: BinaryIO, tail_shape: tuple[int, ...], count: int) -> np
     return np.frombuffer(_read_exact(stream, int(np.prod(shape)) * dtype.itemsize), dtype).reshape(shape)
 
 
-def _reader(stream: BinaryIO, messages: "queue.Queue", tail_shape: tuple[int, ...], batch_size: int) -> None:
+def _put(messages: "queue.Queue", item, stop: threading.Event) -> None:
+    """Put into the bounded queue (so a chatty child cannot fill the grader's memory) unless grading stopped."""
+    while not stop.is_set():
+        try:
+            messages.put(item, timeout=POLL_SECONDS)
+            return
+        except queue.Full:
+            continue
+
+
+def _reader(stream: Pipe, messages: "queue.Queue", tail_shape: tuple[int, ...], batch_size: int) -> None:
     """Thread: parse messages from the child into the queue; None marks the end of the stream."""
     try:
         while line := stream.readline(HEADER_LIMIT):
@@ -133,18 +185,31 @@ def _reader(stream: BinaryIO, messages: "queue.Queue", tail_shape: tuple[int, ..
                 try:
                     header["array"] = _read_array(stream, tail_shape, count)
                 except _BadShape as exc:
-                    messages.put({**header, "bad_shape": exc.shape})
+                    _put(messages, {**header, "bad_shape": exc.shape}, stream.stop)
                     break
-            messages.put(header)
-    except (ValueError, EOFError, TypeError) as exc:
-        messages.put({"type": "protocol", "message": str(exc)[:300]})
+            _put(messages, header, stream.stop)
+    except (EOFError, OSError) as exc:
+        if not stream.stop.is_set():
+            _put(messages, {"type": "protocol", "message": str(exc)}, stream.stop)
+    except ValueError as exc:  # JSON or .npy header refused
+        _put(messages, {"type": "protocol", "message": str(exc)[:300]}, stream.stop)
+    except Exception as exc:  # anything else the child can make the parser raise, e.g. RecursionError
+        _put(messages, {"type": "protocol", "message": f"{type(exc).__name__}: {str(exc)[:300]}"}, stream.stop)
     finally:
-        messages.put(None)
+        _put(messages, None, stream.stop)
 
 
-def _drain(stream: BinaryIO, output: OutputTrim) -> None:
-    for chunk in iter(lambda: stream.read1(65536), b""):
-        output.feed(chunk)
+def _drain(stream: Pipe, output: OutputTrim) -> None:
+    try:
+        for chunk in stream.chunks():
+            output.feed(chunk)
+    except (EOFError, OSError):  # grading stopped while a stray process still held the pipe
+        pass
+
+
+def _text(value: object, limit: int) -> str:
+    """A string from the child, made safe to print and to store: bounded, valid UTF-8 (no lone surrogates)."""
+    return str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
 
 
 def _describe_exit(returncode: int) -> str:
@@ -159,7 +224,7 @@ def _describe_exit(returncode: int) -> str:
 
 
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
-                 sandbox: Sandbox, scratch: Path) -> tuple[subprocess.Popen, BinaryIO]:
+                 sandbox: Sandbox, scratch: Path) -> tuple[subprocess.Popen, int]:
     """Lay out the scratch folder (child script, a copy of the submission, the images) and start the child."""
     shutil.copy(CHILD, scratch / "child.py")
     shutil.copytree(submission, scratch / "submission", symlinks=True)
@@ -183,7 +248,7 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
         raise
     finally:
         os.close(write_fd)
-    return proc, os.fdopen(read_fd, "rb")
+    return proc, read_fd
 
 
 def run_predictions(
@@ -204,32 +269,41 @@ def run_predictions(
     function = f"predict_{question}"
     scratch = make_scratch(sandbox, question)
     started = time.monotonic()
+    deadline = started + limits.time_limit
+    stop = threading.Event()
     proc, channel, threads = None, None, []
     try:
-        proc, channel = _start_child(question, submission, images, limits.batch_size, device, sandbox, scratch)
-        messages: queue.Queue = queue.Queue()
+        proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, sandbox, scratch)
+        channel = Pipe(read_fd, stop)
+        messages: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),
-                   threading.Thread(target=_drain, args=(proc.stdout, run.output), daemon=True)]
+                   threading.Thread(target=_drain, args=(Pipe(proc.stdout.fileno(), stop), run.output), daemon=True)]
         for t in threads:
             t.start()
-        expected, ready = 0, False
+        expected, ready, next_check = 0, False, 0.0
         while True:
-            remaining = started + limits.time_limit - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 raise StudentError("timeout", f"Time limit exceeded: {function} did not finish within "
                                    f"{limits.time_limit:g} s (loading plus all {len(images)} images; {expected} "
                                    "graded before the limit)")
-            try:
-                message = messages.get(timeout=min(remaining, POLL_SECONDS))
-            except queue.Empty:
-                used = memory_bytes(members(sandbox, proc.pid), limits.memory_bytes, started + limits.time_limit)
+            if now >= next_check:  # on a timer, however busy the channel is
+                next_check = now + POLL_SECONDS
+                used = memory_bytes(members(sandbox, proc.pid), limits.memory_bytes, deadline)
                 run.peak_memory = max(run.peak_memory, used)
                 if used > limits.memory_bytes:
                     raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
-                                       f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)") from None
+                                       f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)")
+            try:
+                message = messages.get(timeout=max(min(deadline, next_check) - now, 0.001))
+            except queue.Empty:
                 continue
             if message is None:
-                proc.wait(timeout=max(remaining, 1))
+                try:
+                    proc.wait(timeout=max(min(deadline - time.monotonic(), 2), 0.1))
+                except subprocess.TimeoutExpired:
+                    raise StudentError("protocol", f"{function}'s process closed its channel to the grader "
+                                       f"({expected} of {len(images)} images done) but kept running") from None
                 if not ready:
                     raise GraderError(f"the grader's child process could not start ({_describe_exit(proc.returncode)})"
                                       f"; its output:\n{run.output.text()}")
@@ -237,17 +311,17 @@ def run_predictions(
                 raise StudentError("crash", f"{function} stopped before returning all predictions "
                                    f"({expected} of {len(images)} images done): {_describe_exit(proc.returncode)}{hint}")
             kind = message["type"]
-            if kind == "ready":
+            if kind == "ready" and not ready:
                 ready = True
-                run.device = str(message.get("device", ""))[:20]
-                run.confinement = str(message.get("confinement", ""))[:300]
+                run.device = _text(message.get("device", ""), 20)
+                run.confinement = _text(message.get("confinement", ""), 300)
             elif not ready:  # e.g. CUDA asked for but missing: the set-up's problem, not the student's
-                raise GraderError(str(message.get("message", f"the child process sent {kind!r} before starting"))[:2000])
+                raise GraderError(_text(message.get("message", f"the child process sent {kind!r} before starting"), 2000))
             elif kind == "error":
-                raise StudentError(str(message.get("kind", "exception"))[:40], str(message.get("message", ""))[:2000],
-                                   str(message.get("traceback", "")))
+                raise StudentError(_text(message.get("kind", "exception"), 40), _text(message.get("message", ""), 2000),
+                                   _text(message.get("traceback", ""), 8000))
             elif kind == "protocol":
-                raise StudentError("protocol", f"{function}'s process sent malformed data: {message['message']}")
+                raise StudentError("protocol", f"{function}'s process sent malformed data: {_text(message['message'], 400)}")
             elif kind == "batch":
                 count = min(limits.batch_size, len(images) - expected)
                 if message.get("start") != expected or message.get("count") != count:
@@ -270,14 +344,18 @@ def run_predictions(
                 except subprocess.TimeoutExpired:
                     pass
                 return
+            else:
+                raise StudentError("protocol", f"{function}'s process sent an unexpected {kind!r} message")
     finally:
         run.seconds = time.monotonic() - started
         if proc is not None:
             run.leftovers = len([p for p in members(sandbox, proc.pid, thorough=True) if p != proc.pid])
-            kill_all(sandbox, proc.pid)
+            run.unkilled = kill_all(sandbox, proc.pid, spare=proc.pid)
             proc.wait()
-            channel.close()
+            stop.set()
             for t in threads:
                 t.join(timeout=5)
+            channel.close()
+            proc.stdout.close()
         shutil.rmtree(scratch, ignore_errors=True)
         run.leftover_files = remove_leftover_files(sandbox)

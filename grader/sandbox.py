@@ -52,6 +52,15 @@ def _inaccessible_ancestor(path: Path) -> Path | None:
     return None
 
 
+def _become_subreaper() -> None:
+    """Orphaned descendants (a double fork, a setsid daemon) are reparented to the grader, not to init,
+    so that they stay findable as its descendants and are killed with the run."""
+    import ctypes
+
+    PR_SET_CHILD_SUBREAPER = 36
+    ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
 def _undumpable() -> None:
     """Make the grader non-dumpable: a same-user child can then neither ptrace it nor open /proc/<pid>/mem."""
     import ctypes
@@ -63,11 +72,13 @@ def _undumpable() -> None:
 def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
     """Pick the isolation level: "user" when root (or asked for), else "process"; explain any fallback.
 
-    In "process" mode this also makes the grader's own process non-dumpable (see _undumpable)."""
+    In "process" mode this also makes the grader's own process non-dumpable and a subreaper (see
+    _undumpable and _become_subreaper)."""
     marker = secrets.token_hex(8)
     if isolation == "process" or (isolation == "auto" and os.geteuid() != 0):
         why = "asked for" if isolation == "process" else "the grader is not running as root"
         _undumpable()
+        _become_subreaper()
         return Sandbox("process", f"Isolation: student code ran in a separate process under the grader's own "
                                   f"user ({why}). The stronger isolation, a separate unprivileged user that "
                                   "cannot read the labels, needs root, as in the Docker image or on Gradescope.",
@@ -83,6 +94,7 @@ def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
         if isolation == "user":
             raise SandboxError(note)
         _undumpable()
+        _become_subreaper()
         return Sandbox("process", note, marker=marker)
     try:
         entry = pwd.getpwnam(user)
@@ -149,10 +161,12 @@ def _live_uid(pid: str) -> int | None:
     return None
 
 
-def _session(pid: str) -> int | None:
+def _stat(pid: str) -> tuple[int, int, str] | None:
+    """(parent pid, session id, state) from /proc/<pid>/stat."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[3])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[3]), fields[0]
     except (OSError, IndexError, ValueError):
         return None
 
@@ -166,20 +180,23 @@ def _has_marker(pid: str, marker: str) -> bool:
 
 
 def members(sandbox: Sandbox, session: int, thorough: bool = False) -> list[int]:
-    """Processes of this run: the student user's (user mode), or the child's session (and, when
-    `thorough`, anything still carrying the run's environment marker, e.g. after a setsid)."""
+    """Live processes of this run. User mode: every process of the student user. Process mode: the
+    child's session and every descendant of the grader (which is a subreaper, so orphans stay in its
+    tree even after a setsid), and, when `thorough`, anything carrying the run's environment marker."""
     me = os.getpid()
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if int(pid) == me:
-            continue
-        if sandbox.mode == "user":
-            hit = _live_uid(pid) == sandbox.uid
-        else:
-            hit = _session(pid) == session or (thorough and _has_marker(pid, sandbox.marker))
-        if hit:
-            found.append(int(pid))
-    return found
+    pids = [pid for pid in os.listdir("/proc") if pid.isdigit() and int(pid) != me]
+    if sandbox.mode == "user":
+        return [int(pid) for pid in pids if _live_uid(pid) == sandbox.uid]
+    stats = {int(pid): st for pid in pids if (st := _stat(pid)) is not None and st[2] != "Z"}
+    found = set()
+    for pid, (ppid, sid, _) in stats.items():
+        chain, seen = pid, set()
+        while chain in stats and chain not in seen and chain != me:
+            seen.add(chain)
+            chain = stats[chain][0]
+        if sid == session or chain == me or (thorough and _has_marker(str(pid), sandbox.marker)):
+            found.add(pid)
+    return sorted(found)
 
 
 def _rss(pid: int) -> int:
@@ -214,15 +231,17 @@ def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
     return pss
 
 
-def kill_all(sandbox: Sandbox, session: int) -> None:
-    """SIGKILL every process of the run, in rounds until none is left (a fork loop may refill a round).
+def kill_all(sandbox: Sandbox, session: int, spare: int) -> int:
+    """SIGKILL every process of the run, in rounds until none is left (a fork loop may refill a round);
+    returns how many are still alive after the last round (0 unless something resists).
 
     In user mode one kill(-1) issued as the student user reaches all of its processes in a single call,
-    which a fork bomb cannot outrun the way it can outrun signals sent one pid at a time."""
+    which a fork bomb cannot outrun the way it can outrun signals sent one pid at a time. Orphans that
+    were reparented to the grader (a subreaper) are reaped here; `spare` is the child that its Popen reaps."""
     for _ in range(50):
         pids = members(sandbox, session, thorough=True)
         if not pids:
-            return
+            return 0
         if sandbox.mode == "user":
             subprocess.run([sys.executable, "-I", "-c", "import os, signal; os.kill(-1, signal.SIGKILL)"],
                            user=sandbox.uid, group=sandbox.gid, extra_groups=[], check=False)
@@ -233,6 +252,20 @@ def kill_all(sandbox: Sandbox, session: int) -> None:
                 except (ProcessLookupError, PermissionError):
                     pass
         time.sleep(0.02)
+        _reap_orphans(spare)
+    return len(members(sandbox, session, thorough=True))
+
+
+def _reap_orphans(spare: int) -> None:
+    """Collect the exit status of dead processes reparented to the grader, except `spare`."""
+    me = os.getpid()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        st = _stat(pid)
+        if st is not None and st[0] == me and st[2] == "Z" and int(pid) != spare:
+            try:
+                os.waitpid(int(pid), os.WNOHANG)
+            except ChildProcessError:
+                pass
 
 
 def remove_leftover_files(sandbox: Sandbox, folders: list[Path] = ()) -> list[str]:

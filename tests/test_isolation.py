@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -66,13 +67,15 @@ def test_cannot_signal_the_grader(tmp_path: Path) -> None:
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     code = """
-import os, signal
+import ctypes, os, signal
 blocked = []
 for target in (os.getppid(), -os.getpgid(os.getppid())):
     try:
         os.kill(target, signal.SIGUSR1)
     except PermissionError:
         blocked.append(target)
+if ctypes.CDLL(None).sigqueue(os.getppid(), int(signal.SIGUSR1), 0) != 0:  # rt_sigqueueinfo
+    blocked.append("sigqueue")
 print("blocked", len(blocked))
 def predict_q1(images):
     return scores(images)
@@ -84,7 +87,7 @@ def predict_q1(images):
         signal.signal(signal.SIGUSR1, previous)
     assert received == []
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
-    assert "blocked 2" in by_question(report)["Q1"]["output"]
+    assert "blocked 3" in by_question(report)["Q1"]["output"]
 
 
 def _alive(pid: int) -> bool:
@@ -238,3 +241,74 @@ def predict_q1(images):
     assert "Time limit exceeded" in report["extra_data"]["metrics"]["q1"]["error"]
     assert by_question(report)["Q1"]["score"] == 0
     assert not [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(pid) and _uid(pid) == SANDBOX.uid]
+
+
+def test_submission_cannot_shadow_the_childs_imports_or_run_before_the_filter(tmp_path: Path) -> None:
+    marker = tmp_path / "shadow-ran"
+    shadow = f"open({str(marker)!r}, 'w').write('ran')\nraise SystemExit(0)\n"
+    code = """
+def predict_q1(images):
+    status = open("/proc/self/status").read()
+    print([line for line in status.splitlines() if line.startswith("Seccomp:")])
+    return scores(images)
+"""
+    submission = write_submission(tmp_path / "submission", code + VALID_SCORES, **{"numpy.py": shadow, "torch.py": shadow})
+    data = make_reference(tmp_path / "data", n_q1=10)
+    rc, report = grade(submission, data, tmp_path / "results.json", "--config", str(config_with(tmp_path, "q1")))
+    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 10
+    assert not marker.exists()
+    assert "['Seccomp:\\t2']" in by_question(report)["Q1"]["output"]  # 2 = filter mode
+
+
+def test_a_daemon_holding_the_channel_open_cannot_stall_grading(tmp_path: Path) -> None:
+    code = """
+import os
+pid = os.fork()
+if pid == 0:  # inherits every pipe, leaves the session, drops the environment marker
+    os.setsid()
+    os.execve("/bin/sleep", ["sleep", "300"], {})
+print("DAEMON", pid)
+def predict_q1(images):
+    return scores(images)
+"""
+    started = time.monotonic()
+    rc, report = grade_q1(tmp_path, code, "--timeout", "30")
+    assert time.monotonic() - started < 30
+    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
+    pid = int(by_question(report)["Q1"]["output"].split("DAEMON ", 1)[1].split()[0])
+    assert not _alive(pid)
+
+
+CHANNEL_ATTACKS = {
+    "closes_channel_and_waits": ("os.close(FD)\ntime.sleep(1000)",
+                                 "closed its channel to the grader (0 of 20 images done) but kept running"),
+    "deeply_nested_json": ("os.write(FD, b'[' * 60000 + b'\\n')\ntime.sleep(1000)", "malformed data: RecursionError"),
+    "huge_npy_header": ("os.write(FD, b'{\"type\": \"batch\", \"start\": 0, \"count\": 20}\\n' + b'\\x93NUMPY\\x02\\x00'"
+                        " + (2**30).to_bytes(4, 'little'))\ntime.sleep(1000)", "malformed data: unsupported .npy version (2, 0)"),
+    "second_ready": ("os.write(FD, b'{\"type\": \"ready\"}\\n')\ntime.sleep(1000)", "unexpected 'ready' message"),
+}
+
+
+@pytest.mark.parametrize("attack", sorted(CHANNEL_ATTACKS))
+def test_attacks_on_the_channel_end_in_a_clear_error(tmp_path: Path, attack: str) -> None:
+    action, message = CHANNEL_ATTACKS[attack]
+    code = f"""
+import json, os, sys, time
+FD = json.loads(sys.argv[1])["fd"]
+def predict_q1(images):
+{textwrap.indent(action, "    ")}
+"""
+    started = time.monotonic()
+    rc, report = grade_q1(tmp_path, code, "--timeout", "20")
+    assert time.monotonic() - started < 20
+    assert rc == 0
+    assert message in report["extra_data"]["metrics"]["q1"]["error"]
+
+
+def test_odd_characters_from_the_student_keep_results_valid(tmp_path: Path, capsys) -> None:
+    code = "def predict_q1(images):\n    raise ValueError('bad \\ud800 value')\n"
+    rc, report = grade_q1(tmp_path, code)
+    assert rc == 0
+    assert "raised ValueError: bad ? value" in report["extra_data"]["metrics"]["q1"]["error"]
+    (tmp_path / "results" / "results.json").read_text(encoding="utf-8")
+    assert "Total:" in capsys.readouterr().out
