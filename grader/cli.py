@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
                                 memory_limit=args.memory_limit, output_limit=args.output_limit)
         sandbox = prepare(args.isolation)
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
-        remove_leftover_files(sandbox, [args.results.resolve().parent])
+        remove_leftover_files(sandbox, (args.results.resolve().parent,))  # the temp folders were swept per question
     except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)
         write_results(args.results, fallback_results(f"The autograder is misconfigured (staff: {exc})", config))

@@ -89,7 +89,6 @@ class ChildRun:
     confinement: str = ""  # why the child's seccomp filter could not be installed, if it could not
     output: OutputTrim = field(default_factory=lambda: OutputTrim(4000))
     seconds: float = 0.0
-    peak_memory: int = 0
     leftovers: int = 0  # processes still running when the question ended, killed
     unkilled: int = 0  # processes that survived every attempt to kill them (should stay 0)
     leftover_files: list[str] = field(default_factory=list)
@@ -290,7 +289,6 @@ def run_predictions(
             if now >= next_check:  # on a timer, however busy the channel is
                 next_check = now + POLL_SECONDS
                 used = memory_bytes(members(sandbox, proc.pid), limits.memory_bytes, deadline)
-                run.peak_memory = max(run.peak_memory, used)
                 if used > limits.memory_bytes:
                     raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
                                        f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)")
@@ -350,7 +348,7 @@ def run_predictions(
         run.seconds = time.monotonic() - started
         if proc is not None:
             run.leftovers = len([p for p in members(sandbox, proc.pid, thorough=True) if p != proc.pid])
-            run.unkilled = kill_all(sandbox, proc.pid, spare=proc.pid)
+            run.unkilled = kill_all(sandbox, proc.pid)
             proc.wait()
             stop.set()
             for t in threads:

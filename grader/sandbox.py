@@ -2,9 +2,9 @@
 
 Two levels, chosen once per grading run:
 - "user" (the grader runs as root, as on Gradescope and in Docker): the child runs as an unprivileged
-  user created for it, in a scratch folder it owns, with the labels, config, grader and results folder
-  closed to it; afterwards every process of that user is killed and its files in the shared temp folders
-  removed.
+  user created for it, in a scratch folder it owns, with the labels, config and grader closed to it;
+  afterwards every process of that user is killed and its files in the shared temp folders (and in the
+  results folder) removed.
 - "process" (not root, e.g. a student's laptop): the child still runs in its own process, session and
   scratch folder, with its network and signals restricted by its seccomp filter, but as the grader's own
   user, so it could read files that user can read. The grader says so plainly.
@@ -69,20 +69,23 @@ def _undumpable() -> None:
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def _process_mode(note: str, marker: str) -> Sandbox:
+    """The child will share the grader's user: shield the grader first (see _undumpable, _become_subreaper)."""
+    _undumpable()
+    _become_subreaper()
+    return Sandbox("process", note, marker=marker)
+
+
 def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
     """Pick the isolation level: "user" when root (or asked for), else "process"; explain any fallback.
 
-    In "process" mode this also makes the grader's own process non-dumpable and a subreaper (see
-    _undumpable and _become_subreaper)."""
+    In "process" mode this also makes the grader's own process non-dumpable and a subreaper."""
     marker = secrets.token_hex(8)
     if isolation == "process" or (isolation == "auto" and os.geteuid() != 0):
         why = "asked for" if isolation == "process" else "the grader is not running as root"
-        _undumpable()
-        _become_subreaper()
-        return Sandbox("process", f"Isolation: student code ran in a separate process under the grader's own "
-                                  f"user ({why}). The stronger isolation, a separate unprivileged user that "
-                                  "cannot read the labels, needs root, as in the Docker image or on Gradescope.",
-                       marker=marker)
+        return _process_mode(f"Isolation: student code ran in a separate process under the grader's own user "
+                             f"({why}). The stronger isolation, a separate unprivileged user that cannot read the "
+                             "labels, needs root, as in the Docker image or on Gradescope.", marker)
     if os.geteuid() != 0:
         raise SandboxError("--isolation user needs root")
     blocked = next(filter(None, (_inaccessible_ancestor(Path(p)) for p in
@@ -93,9 +96,7 @@ def prepare(isolation: str = "auto", user: str = DEFAULT_USER) -> Sandbox:
                 "(as the Docker image does) to get the separate-user isolation.")
         if isolation == "user":
             raise SandboxError(note)
-        _undumpable()
-        _become_subreaper()
-        return Sandbox("process", note, marker=marker)
+        return _process_mode(note, marker)
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
@@ -189,7 +190,7 @@ def members(sandbox: Sandbox, session: int, thorough: bool = False) -> list[int]
         return [int(pid) for pid in pids if _live_uid(pid) == sandbox.uid]
     stats = {int(pid): st for pid in pids if (st := _stat(pid)) is not None and st[2] != "Z"}
     found = set()
-    for pid, (ppid, sid, _) in stats.items():
+    for pid, (_, sid, _) in stats.items():
         chain, seen = pid, set()
         while chain in stats and chain not in seen and chain != me:
             seen.add(chain)
@@ -231,13 +232,14 @@ def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
     return pss
 
 
-def kill_all(sandbox: Sandbox, session: int, spare: int) -> int:
+def kill_all(sandbox: Sandbox, session: int) -> int:
     """SIGKILL every process of the run, in rounds until none is left (a fork loop may refill a round);
     returns how many are still alive after the last round (0 unless something resists).
 
     In user mode one kill(-1) issued as the student user reaches all of its processes in a single call,
     which a fork bomb cannot outrun the way it can outrun signals sent one pid at a time. Orphans that
-    were reparented to the grader (a subreaper) are reaped here; `spare` is the child that its Popen reaps."""
+    were reparented to the grader (a subreaper) are reaped here; the child itself (its pid is `session`)
+    is left to its Popen to reap."""
     for _ in range(50):
         pids = members(sandbox, session, thorough=True)
         if not pids:
@@ -252,7 +254,7 @@ def kill_all(sandbox: Sandbox, session: int, spare: int) -> int:
                 except (ProcessLookupError, PermissionError):
                     pass
         time.sleep(0.02)
-        _reap_orphans(spare)
+        _reap_orphans(spare=session)
     return len(members(sandbox, session, thorough=True))
 
 
@@ -268,13 +270,13 @@ def _reap_orphans(spare: int) -> None:
                 pass
 
 
-def remove_leftover_files(sandbox: Sandbox, folders: list[Path] = ()) -> list[str]:
-    """Files the student user left in the shared temp folders or `folders` (user mode only: in process
-    mode they cannot be told from the grader's own); the scratch folder is removed anyway."""
+def remove_leftover_files(sandbox: Sandbox, folders: tuple[Path, ...] = SHARED_TMP) -> list[str]:
+    """Files the student user left at the top of `folders` (user mode only: in process mode they cannot
+    be told from the grader's own); the scratch folder is removed anyway."""
     if sandbox.mode != "user":
         return []
     removed = []
-    for folder in [*SHARED_TMP, *folders]:
+    for folder in folders:
         try:
             entries = list(folder.iterdir())
         except OSError:
