@@ -28,53 +28,72 @@ def student_traceback(exc: BaseException, root: str) -> str:
 
 
 # --- Confinement the child applies to itself before any student code runs. ---------------------------
-# A seccomp filter (allowed without privileges once no_new_privs is set, also inside Docker) that
-#  * refuses sockets other than AF_UNIX (no network, loopback included) and io_uring (which can open sockets),
-#  * refuses ptrace and cross-process memory access, and signals aimed at the grader (its pid, its process
-#    group, or every process at once), so that student code cannot stop, trace or read the grader.
+# A seccomp filter (allowed without privileges once no_new_privs is set, also inside Docker) that refuses
+#  * sockets other than AF_UNIX (no network, loopback included), and AF_UNIX too unless the child has a
+#    network namespace of its own (abstract AF_UNIX names are per network namespace); io_uring (which can
+#    open sockets);
+#  * new namespaces (unshare, setns, clone with CLONE_NEW*; clone3, whose flags a filter cannot read, says
+#    ENOSYS so that the C library falls back to clone);
+#  * objects that outlive a process or escape the memory count: SysV shared memory, message queues and
+#    semaphores, POSIX message queues, kernel keys; and perf_event_open, bpf and userfaultfd;
+#  * ptrace and cross-process memory access, queued signals, and signals aimed at the grader (its pid,
+#    threads and process group, or every process at once), so that student code cannot stop, trace or read it.
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {  # name: (x86_64, aarch64)
     "socket": (41, 198), "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "ptrace": (101, 117),
     "process_vm_readv": (310, 270), "process_vm_writev": (311, 271), "pidfd_open": (434, 434),
     "pidfd_send_signal": (424, 424), "io_uring_setup": (425, 425), "rt_sigqueueinfo": (129, 138),
-    "rt_tgsigqueueinfo": (297, 240), "seccomp": (317, 277),
+    "rt_tgsigqueueinfo": (297, 240), "seccomp": (317, 277), "unshare": (272, 97), "setns": (308, 268),
+    "clone": (56, 220), "clone3": (435, 435), "shmget": (29, 194), "msgget": (68, 186), "semget": (64, 190),
+    "mq_open": (240, 180), "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
+    "perf_event_open": (298, 241), "bpf": (321, 280), "userfaultfd": (323, 282),
 }
+REFUSED = ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal", "io_uring_setup",
+           "rt_sigqueueinfo", "rt_tgsigqueueinfo", "unshare", "setns", "shmget", "msgget", "semget", "mq_open",
+           "add_key", "request_key", "keyctl", "perf_event_open", "bpf", "userfaultfd")
+CLONE_NEW = 0x7E020000  # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 AF_UNIX = 1
 RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
-RET_EACCES, RET_EPERM = 0x00050000 | 13, 0x00050000 | 1
-LD_W_ABS, JEQ_K, JGE_K, RET_K = 0x20, 0x15, 0x35, 0x06
+RET_EACCES, RET_EPERM, RET_ENOSYS = 0x00050000 | 13, 0x00050000 | 1, 0x00050000 | 38
+LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 NR, ARCH, ARG0 = 0, 4, 16
 
 
-def seccomp_program(machine: str, grader_pid: int, grader_group: int,
-                    grader_threads: tuple[int, ...] = ()) -> list[tuple[int, int, int, int]]:
-    """BPF instructions (code, jump-if-true, jump-if-false, k) of the filter for one architecture."""
+def seccomp_program(machine: str, grader_pid: int | None, grader_group: int = 0,
+                    grader_threads: tuple[int, ...] = (), unix_sockets: bool = False) -> list[tuple[int, int, int, int]]:
+    """BPF instructions (code, jump-if-true, jump-if-false, k) of the filter for one architecture.
+    `grader_pid` None: the grader lives outside the child's PID namespace, out of reach of any signal."""
     arch = AUDIT_ARCH[machine]
     nr = {name: numbers[0 if machine == "x86_64" else 1] for name, numbers in SYSCALLS.items()}
-    always = [nr[n] for n in ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal",
-                              "io_uring_setup", "rt_sigqueueinfo", "rt_tgsigqueueinfo")]
-    # kill() targets: the grader's pid and threads, its process group (as -pgid, also -pid), -1 ("everyone")
-    grader_targets = sorted({grader_pid, *grader_threads, (-grader_pid) & 0xFFFFFFFF, (-grader_group) & 0xFFFFFFFF,
-                             0xFFFFFFFF})
     prog = [(LD_W_ABS, 0, 0, ARCH), (JEQ_K, 1, 0, arch), (RET_K, 0, 0, RET_KILL_PROCESS), (LD_W_ABS, 0, 0, NR)]
     if machine == "x86_64":  # the x32 ABI numbers syscalls from 0x40000000: refuse them all
         prog += [(JGE_K, 0, 1, 0x40000000), (RET_K, 0, 0, RET_KILL_PROCESS)]
-    for number in always:
-        prog += [(JEQ_K, 0, 1, number), (RET_K, 0, 0, RET_EPERM)]
-    # socket(domain, ...): only AF_UNIX
-    prog += [(JEQ_K, 0, 3, nr["socket"]), (LD_W_ABS, 0, 0, ARG0), (JEQ_K, 1, 0, AF_UNIX), (RET_K, 0, 0, RET_EACCES)]
-    prog += [(LD_W_ABS, 0, 0, NR)]
+    for name in REFUSED:
+        prog += [(JEQ_K, 0, 1, nr[name]), (RET_K, 0, 0, RET_EPERM)]
+    prog += [(JEQ_K, 0, 1, nr["clone3"]), (RET_K, 0, 0, RET_ENOSYS)]
+    # clone(flags, ...): no new namespaces
+    prog += [(JEQ_K, 0, 4, nr["clone"]), (LD_W_ABS, 0, 0, ARG0), (JSET_K, 0, 1, CLONE_NEW), (RET_K, 0, 0, RET_EPERM),
+             (RET_K, 0, 0, RET_ALLOW)]
+    # socket(domain, ...): AF_UNIX at most
+    if unix_sockets:
+        prog += [(JEQ_K, 0, 4, nr["socket"]), (LD_W_ABS, 0, 0, ARG0), (JEQ_K, 1, 0, AF_UNIX), (RET_K, 0, 0, RET_EACCES),
+                 (RET_K, 0, 0, RET_ALLOW)]
+    else:
+        prog += [(JEQ_K, 0, 1, nr["socket"]), (RET_K, 0, 0, RET_EACCES)]
     # kill(pid, sig), tgkill(tgid, tid, sig), pidfd_open(pid, flags): not at the grader
-    for name, targets in (("kill", grader_targets), ("tgkill", [grader_pid]), ("pidfd_open", [grader_pid])):
-        prog += [(JEQ_K, 0, len(targets) + 3, nr[name]), (LD_W_ABS, 0, 0, ARG0)]
-        for i, target in enumerate(targets):
-            prog += [(JEQ_K, len(targets) - i, 0, target)]
-        prog += [(RET_K, 0, 0, RET_ALLOW), (RET_K, 0, 0, RET_EPERM)]
+    if grader_pid is not None:
+        grader_targets = sorted({grader_pid, *grader_threads, (-grader_pid) & 0xFFFFFFFF,
+                                 (-grader_group) & 0xFFFFFFFF, 0xFFFFFFFF})
+        for name, targets in (("kill", grader_targets), ("tgkill", [grader_pid]), ("pidfd_open", [grader_pid])):
+            prog += [(JEQ_K, 0, len(targets) + 3, nr[name]), (LD_W_ABS, 0, 0, ARG0)]
+            for i, target in enumerate(targets):
+                prog += [(JEQ_K, len(targets) - i, 0, target)]
+            prog += [(RET_K, 0, 0, RET_ALLOW), (RET_K, 0, 0, RET_EPERM)]
     prog += [(RET_K, 0, 0, RET_ALLOW)]
     return prog
 
 
-def install_seccomp(grader_pid: int) -> str:
+def install_seccomp(grader_pid: int | None, unix_sockets: bool) -> str:
     """Install the filter; returns "" on success, else why not (the grader reports it to staff)."""
     import ctypes
     import platform
@@ -82,11 +101,14 @@ def install_seccomp(grader_pid: int) -> str:
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         return f"no seccomp filter for {machine}: network and signals are not restricted"
-    try:  # the grader's threads as they are now (a kill() at a thread id reaches the whole process)
-        threads = tuple(int(t) for t in os.listdir(f"/proc/{grader_pid}/task"))
-    except OSError:
-        threads = ()
-    prog = seccomp_program(machine, grader_pid, os.getpgid(grader_pid), threads)
+    threads, group = (), 0
+    if grader_pid is not None:
+        try:  # the grader's threads as they are now (a kill() at a thread id reaches the whole process)
+            threads = tuple(int(t) for t in os.listdir(f"/proc/{grader_pid}/task"))
+        except OSError:
+            pass
+        group = os.getpgid(grader_pid)
+    prog = seccomp_program(machine, grader_pid, group, threads, unix_sockets)
 
     class SockFilter(ctypes.Structure):
         _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
@@ -142,7 +164,8 @@ def to_array(out, function: str):
 
 
 def main(options: dict) -> int:
-    """options: question, images, batch_size, device, fd, file_size_limit (bytes), max_processes (or None)."""
+    """options: question, images, batch_size, device, fd, file_size_limit (bytes), max_processes (or None),
+    grader_pid (None inside a PID namespace of its own), unix_sockets (a network namespace of its own)."""
     import resource
 
     channel = Channel(options["fd"])
@@ -153,7 +176,7 @@ def main(options: dict) -> int:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     if options["max_processes"]:  # counts every process and thread of the user: only for the student user
         resource.setrlimit(resource.RLIMIT_NPROC, (options["max_processes"], options["max_processes"]))
-    confinement = install_seccomp(os.getppid())
+    confinement = install_seccomp(options["grader_pid"], options["unix_sockets"])
     import numpy as np
     import torch
 

@@ -6,16 +6,21 @@ run (bad config, reference data or checks), after writing a results.json that sa
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
-from grader.report import build_results, fallback_results, terminal_summary, write_results
-from grader.sandbox import Sandbox, SandboxError, prepare, protected, remove_leftover_files
+from grader.report import ResultsFile, build_results, fallback_results, terminal_summary, write_results
+from grader.sandbox import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
+from grader.text import printable
+from grader.upload import UploadError, UploadLimits, stage_upload
 
 EXIT_GRADER_ERROR = 2
 
@@ -32,9 +37,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-limit", type=int, help="MiB per question, overrides each question's memory_limit")
     p.add_argument("--output-limit", type=int, help="characters of student output kept, overrides output_limit")
     p.add_argument("--plots", type=Path, help="folder for pictures: confusion matrices, segmentation overlays")
-    p.add_argument("--isolation", choices=("auto", "user", "process"), default="auto",
-                   help="user: run student code as an unprivileged user (needs root); process: as the grader's "
-                        "user; auto (default): user when root")
+    p.add_argument("--isolation", choices=ISOLATIONS, default="auto",
+                   help="namespace: private namespaces (bubblewrap), and as an unprivileged user when root; user: as "
+                        "an unprivileged user only (needs root; what default Docker allows); process: as the grader's "
+                        "own user, with no namespaces (as root: trusted code only); auto (default): the strongest "
+                        "available, refusing to run student code as root")
+    p.add_argument("--memory-accounting", choices=MEMORY_ACCOUNTING, default="auto",
+                   help="cgroup: a memory cgroup per question (needs root and a writable cgroup file system); "
+                        "processes: resident memory plus tmpfs use; auto (default): cgroup when possible")
     return p
 
 
@@ -44,7 +54,7 @@ def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
         return folder, None, []
     nested = sorted(p.parent for p in folder.glob("*/predict.py"))
     if len(nested) == 1:
-        where = f"{nested[0].name}/predict.py"
+        where = f"{printable(nested[0].name)}/predict.py"
         return nested[0], None, [f"Note: graded {where}. Next time zip the files themselves, not their folder."]
     return folder, ("No predict.py at the top of the submission: predict.py (with predict_q1 and predict_q2) "
                     "must sit at the top of the zip, not inside a subfolder."), []
@@ -65,6 +75,15 @@ def draw(results: dict, classes: dict[str, list[str]], folder: Path) -> list[Pat
     return written
 
 
+@contextmanager
+def _removed(folder: Path | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass
 class Graded:
     report: dict  # results.json
@@ -74,58 +93,90 @@ class Graded:
     classes: dict[str, list[str]]
 
 
-def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> Graded:
-    """Grade every configured question."""
-    from grader.checks import load_checks, run_checks
+def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
+                     problem: str | None) -> tuple[dict, dict, dict, bool]:
+    """(results, scores, classes, staff_problem) of every configured question, in order. After a breach
+    of the isolation the remaining questions are not run."""
     from grader.evaluation import QuestionResult, evaluate
     from grader.reference import ReferenceDataError, load_reference
 
-    started = time.monotonic()
-    suite = load_checks(config.checks) if config.checks else None
     results, scores, classes, staff_problem = {}, {}, {}, False
-    submission, problem, notes = locate_submission(submission)
-    notes.append(sandbox.note)
     for key, cfg in config.questions.items():
         if problem:
             results[key] = QuestionResult(key, error=problem)
+        elif sandbox.breach:
+            results[key] = QuestionResult(key, error=f"grader problem, not yours: not graded, because {sandbox.breach}",
+                                          staff_problem=True)
         else:
             try:
                 ref = load_reference(data, key)
             except ReferenceDataError as exc:
-                staff_problem = True
-                results[key] = QuestionResult(key, error=f"grader problem, not yours: reference data unusable ({exc})")
+                results[key] = QuestionResult(key, staff_problem=True,
+                                              error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
-                closed = [data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
-                with protected(sandbox, closed):
-                    results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
-                staff_problem |= results[key].staff_problem
+                results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
+        staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
-    metrics = {k: r.reported_metrics for k, r in results.items()}
-    extra = run_checks(suite, submission, metrics) if suite is not None else []
+    return results, scores, classes, staff_problem
+
+
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> Graded:
+    """Grade every configured question: check and stage the upload, run each question in the sandbox with
+    the grader's files closed, then the instructor's checks."""
+    from grader.checks import load_checks, run_checks
+
+    started = time.monotonic()
+    suite = load_checks(config.checks) if config.checks else None
+    limits = UploadLimits(config.upload_max_files, config.upload_max_mib * 2**20, config.upload_max_depth)
+    staging = None
+    try:
+        staging = stage_upload(submission, limits)
+        submission, problem, notes = locate_submission(staging)
+    except UploadError as exc:
+        problem, notes = f"Your submission cannot be graded: {exc}", []
+    notes.append(sandbox.note)
+    with _removed(staging):
+        with protected(sandbox):
+            results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem)
+        if sandbox.breach:
+            notes.append(f"Grading stopped: {sandbox.breach}")
+        metrics = {k: r.reported_metrics for k, r in results.items()}
+        extra = run_checks(suite, submission, metrics) if suite is not None else []
     report = build_results(config, results, scores, extra, time.monotonic() - started, notes)
     return Graded(report, terminal_summary(config, results, scores, extra), staff_problem, results, classes)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    config = None
+    config, sandbox = None, None
+    try:
+        # The results file's disk space is taken first: a submission that fills the disk cannot stop it.
+        results_file = ResultsFile(args.results)
+    except OSError as exc:
+        print(f"grader: cannot write {args.results}: {exc}", file=sys.stderr)
+        return EXIT_GRADER_ERROR
     try:
         config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout,
                                 memory_limit=args.memory_limit, output_limit=args.output_limit)
-        sandbox = prepare(args.isolation)
+        closed = [args.data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
+        sandbox = prepare(args.isolation, args.memory_accounting, [p.resolve() for p in closed])
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
-        remove_leftover_files(sandbox, (args.results.resolve().parent,))  # the temp folders were swept per question
+        if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
+            sandbox.sweep([args.results.resolve().parent])
     except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)
-        write_results(args.results, fallback_results(f"The autograder is misconfigured (staff: {exc})", config))
+        results_file.write(fallback_results(f"The autograder is misconfigured (staff: {exc})", config))
         return EXIT_GRADER_ERROR
     except Exception:
         trace = traceback.format_exc()
         print(f"grader: internal error\n{trace}", file=sys.stderr)
-        write_results(args.results, fallback_results(f"The autograder itself failed (staff: see below)\n{trace}", config))
+        results_file.write(fallback_results(f"The autograder itself failed (staff: see below)\n{trace}", config))
         return EXIT_GRADER_ERROR
-    write_results(args.results, graded.report)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
+    results_file.write(graded.report)
     print(graded.summary)
     print(f"results written to {args.results}")
     if args.plots is not None:
@@ -134,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"picture: {path}")
         except Exception as exc:  # pictures are a convenience: never let them cost the grade
             print(f"grader: could not draw the pictures: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return EXIT_GRADER_ERROR if graded.staff_problem else 0
+    return EXIT_GRADER_ERROR if graded.staff_problem or sandbox.breach else 0

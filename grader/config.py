@@ -13,6 +13,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 DEVICES = ("auto", "cpu", "cuda")
 QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
+UPLOAD_KEYS = ("upload_max_files", "upload_max_mib", "upload_max_depth")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,9 @@ class GraderConfig:
     visibility: str = "visible"
     stdout_visibility: str = "visible"
     checks: Path | None = None
+    upload_max_files: int = 10_000
+    upload_max_mib: int = 1024
+    upload_max_depth: int = 32
     source: Path = DEFAULT_CONFIG
 
     @property
@@ -122,11 +126,13 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
         if name not in allowed:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
-    grader_keys = ("device", "visibility", "stdout_visibility", "checks")
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks", *UPLOAD_KEYS)
     for name in grader:
         if name not in grader_keys:
             raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")
-        _check_type(f"{path}: [grader].{name}", grader[name], str)
+        _check_type(f"{path}: [grader].{name}", grader[name], int if name in UPLOAD_KEYS else str)
+        if name in UPLOAD_KEYS and grader[name] < 1:
+            raise ConfigError(f"{path}: [grader].{name}: expected an integer >= 1, got {grader[name]!r}")
     if grader.get("device", "auto") not in DEVICES:
         raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
     for name in ("visibility", "stdout_visibility"):

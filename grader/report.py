@@ -45,8 +45,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
     parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
     if result.run.leftovers:
         parts.append(f"{result.run.leftovers} process(es) your code left running were stopped.")
-    if result.run.unkilled:
-        parts.append(f"Note for staff: {result.run.unkilled} process(es) of this run could not be killed.")
+    if result.run.cleanup_note:
+        parts.append(f"Note for staff: {result.run.cleanup_note}")
     if result.run.leftover_files:
         parts.append(f"Removed what your code left in shared temp folders: {', '.join(result.run.leftover_files[:5])}")
     if result.run.confinement:
@@ -93,6 +93,53 @@ def fallback_results(message: str, config: GraderConfig | None = None) -> dict:
                   "output": message} for q in config.questions.values()]
     return {"tests": tests, "output": message, "execution_time": 1,
             "extra_data": {"metrics": {}, "grader_error": message}}
+
+
+class ResultsFile:
+    """results.json, with its disk space taken before any student code runs: a submission that fills the
+    disk cannot stop the grade from being written. The text goes into the reserved file, which then
+    replaces results.json in one rename (a reader never sees half a file)."""
+
+    RESERVE = 4 * 2**20
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
+        self.fd: int | None = fd
+        try:
+            os.posix_fallocate(fd, 0, self.RESERVE)
+        except OSError:  # a file system without fallocate: write the reserve out
+            os.pwrite(fd, b" " * self.RESERVE, 0)
+
+    def write(self, results: dict) -> None:
+        """Write `results` (or, if it does not fit the reserve, a short report that says so)."""
+        text = (json.dumps(results, indent=2, allow_nan=False) + "\n").encode()
+        if len(text) > self.RESERVE:
+            text = (json.dumps(fallback_results(f"The results were too large to write ({len(text)} bytes)")) + "\n").encode()
+        fd = self.fd
+        assert fd is not None, "results already written"
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))
+        os.fchmod(fd, 0o644)
+        os.fsync(fd)
+        # No student process is alive by now, so the name still points at the reserved file unless an
+        # earlier one swapped it (possible only in a results folder others may write to): check.
+        st, named = os.fstat(fd), os.lstat(self.tmp)
+        if (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino):
+            raise OSError(f"{self.tmp} was replaced while grading")
+        os.replace(self.tmp, self.path)
+        os.close(fd)
+        self.fd = None
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -3,8 +3,9 @@
 The grader never imports student code. It writes the images (never the labels) to a scratch folder,
 starts grader/child.py there, and reads back a stream of raw score arrays from a private pipe, checking
 every header, shape and dtype itself (no pickle). The child's printed output is kept, trimmed to its
-start and end. A time limit covers the whole question; past it, or when grading ends in any way, every
-process of the run is killed and the scratch folder removed (grader/sandbox.py says how).
+start and end. A time limit covers the whole question, the copy of the upload included; past it, or when
+grading ends in any way, every process of the run is killed, the grader checks that none is left, and the
+scratch folder is removed (grader/sandbox.py says how).
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from typing import Iterator
 
 import numpy as np
 
-from grader.sandbox import Sandbox, give, kill_all, make_scratch, members, popen_kwargs, memory_bytes, remove_leftover_files
+from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError
+from grader.text import from_bytes, printable
+from grader.upload import UploadError, copy_upload
 
 CHILD = Path(__file__).with_name("child.py")
 HEADER_LIMIT = 64 * 1024
@@ -71,7 +74,7 @@ class OutputTrim:
     def text(self) -> str:
         dropped = self.total - len(self.head) - len(self.tail)
         middle = f"\n[... {dropped} bytes of output left out ...]\n" if dropped > 0 else ""
-        return (bytes(self.head).decode(errors="replace") + middle + bytes(self.tail).decode(errors="replace"))
+        return from_bytes(bytes(self.head)) + middle + from_bytes(bytes(self.tail))
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,8 @@ class ChildRun:
     output: OutputTrim = field(default_factory=lambda: OutputTrim(4000))
     seconds: float = 0.0
     leftovers: int = 0  # processes still running when the question ended, killed
-    unkilled: int = 0  # processes that survived every attempt to kill them (should stay 0)
-    leftover_files: list[str] = field(default_factory=list)
+    leftover_files: list[str] = field(default_factory=list)  # files and IPC objects left behind, removed
+    cleanup_note: str = ""  # for staff: a limit the cleanup met
 
 
 class Pipe:
@@ -207,8 +210,8 @@ def _drain(stream: Pipe, output: OutputTrim) -> None:
 
 
 def _text(value: object, limit: int) -> str:
-    """A string from the child, made safe to print and to store: bounded, valid UTF-8 (no lone surrogates)."""
-    return str(value)[:limit].encode("utf-8", "replace").decode("utf-8")
+    """A string from the child, made safe to print and to store: bounded, control characters escaped."""
+    return printable(str(value)[:limit])
 
 
 def _describe_exit(returncode: int) -> str:
@@ -223,25 +226,26 @@ def _describe_exit(returncode: int) -> str:
 
 
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
-                 sandbox: Sandbox, scratch: Path) -> tuple[subprocess.Popen, int]:
-    """Lay out the scratch folder (child script, a copy of the submission, the images) and start the child."""
-    shutil.copy(CHILD, scratch / "child.py")
-    shutil.copytree(submission, scratch / "submission", symlinks=True)
-    np.save(scratch / "images.npy", images)
-    give(sandbox, scratch)
+                 jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
+    """Lay out the scratch folder (child script and images, root's; a copy of the submission made by the
+    student user) and start the child in the jail."""
+    shutil.copy(CHILD, jail.scratch / "child.py")
+    np.save(jail.scratch / "images.npy", images)
+    for name in ("child.py", "images.npy"):
+        os.chmod(jail.scratch / name, 0o644)
+    copy_upload(submission, jail.submission, jail.run_as_student, max(deadline - time.monotonic(), 0.1))
     read_fd, write_fd = os.pipe()
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    # -I ignores PYTHON* variables, so -u (unbuffered output) goes on the command line.
-    env.update(HOME=str(scratch), TMPDIR=str(scratch), GRADER_SANDBOX=sandbox.marker)
-    options = {"question": question, "images": str(scratch / "images.npy"), "batch_size": batch_size,
+    env.update(jail.env())
+    sandbox = jail.sandbox
+    options = {"question": question, "images": str(jail.scratch / "images.npy"), "batch_size": batch_size,
                "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
-               "max_processes": MAX_PROCESSES if sandbox.mode == "user" else None}
+               "max_processes": MAX_PROCESSES if sandbox.drops_user else None,
+               "grader_pid": None if sandbox.bwrap else os.getpid(), "unix_sockets": bool(sandbox.bwrap)}
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-I", "-u", str(scratch / "child.py"), json.dumps(options)],
-            cwd=scratch / "submission", env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, pass_fds=(write_fd,), **popen_kwargs(sandbox),
-        )
+        # -I ignores PYTHON* variables, so -u (unbuffered output) goes on the command line.
+        proc = jail.start([sys.executable, "-I", "-u", str(jail.scratch / "child.py"), json.dumps(options)], env,
+                          (write_fd,))
     except BaseException:
         os.close(read_fd)
         raise
@@ -263,16 +267,23 @@ def run_predictions(
     """Yield (start index, float32 scores of shape (count, *tail_shape)) for consecutive batches.
 
     Raises StudentError for everything the submission did wrong and GraderError when the child could not
-    even start; whatever happens, every process of the run is killed and the scratch folder removed.
+    even start; whatever happens, every process of the run is killed and the scratch folder removed. If a
+    process survives, ContainmentError (a GraderError) ends the question and the run.
     """
     function = f"predict_{question}"
-    scratch = make_scratch(sandbox, question)
     started = time.monotonic()
     deadline = started + limits.time_limit
     stop = threading.Event()
     proc, channel, threads = None, None, []
     try:
-        proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, sandbox, scratch)
+        jail = sandbox.jail(question, limits.memory_bytes)
+    except (SandboxError, ContainmentError) as exc:
+        raise GraderError(str(exc)) from None
+    try:
+        try:
+            proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, jail, deadline)
+        except UploadError as exc:
+            raise StudentError("upload", f"Your submission could not be copied for grading: {exc}") from None
         channel = Pipe(read_fd, stop)
         messages: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),
@@ -288,8 +299,9 @@ def run_predictions(
                                    "graded before the limit)")
             if now >= next_check:  # on a timer, however busy the channel is
                 next_check = now + POLL_SECONDS
-                used = memory_bytes(members(sandbox, proc.pid), limits.memory_bytes, deadline)
-                if used > limits.memory_bytes:
+                used = jail.memory(deadline)
+                if used > limits.memory_bytes or jail.oom_killed():
+                    used = max(used, limits.memory_bytes + 1)
                     raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
                                        f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)")
             try:
@@ -303,11 +315,14 @@ def run_predictions(
                     raise StudentError("protocol", f"{function}'s process closed its channel to the grader "
                                        f"({expected} of {len(images)} images done) but kept running") from None
                 if not ready:
-                    raise GraderError(f"the grader's child process could not start ({_describe_exit(proc.returncode)})"
+                    raise GraderError(f"the grader's child process could not start ({_describe_exit(jail.returncode())})"
                                       f"; its output:\n{run.output.text()}")
-                hint = " (often: out of memory)" if proc.returncode == -signal.SIGKILL else ""
+                if jail.oom_killed():
+                    raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used more than "
+                                       f"{limits.memory_bytes / 2**20:.0f} MiB and the kernel stopped them")
+                hint = " (often: out of memory)" if jail.returncode() == -signal.SIGKILL else ""
                 raise StudentError("crash", f"{function} stopped before returning all predictions "
-                                   f"({expected} of {len(images)} images done): {_describe_exit(proc.returncode)}{hint}")
+                                   f"({expected} of {len(images)} images done): {_describe_exit(jail.returncode())}{hint}")
             kind = message["type"]
             if kind == "ready" and not ready:
                 ready = True
@@ -346,14 +361,16 @@ def run_predictions(
                 raise StudentError("protocol", f"{function}'s process sent an unexpected {kind!r} message")
     finally:
         run.seconds = time.monotonic() - started
-        if proc is not None:
-            run.leftovers = len([p for p in members(sandbox, proc.pid, thorough=True) if p != proc.pid])
-            run.unkilled = kill_all(sandbox, proc.pid)
-            proc.wait()
+        try:
+            cleanup = jail.close()
+        except ContainmentError as exc:
+            raise GraderError(str(exc)) from None
+        finally:
             stop.set()
             for t in threads:
                 t.join(timeout=5)
-            channel.close()
-            proc.stdout.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-        run.leftover_files = remove_leftover_files(sandbox)
+            if channel is not None:
+                channel.close()
+            if proc is not None:
+                proc.stdout.close()
+        run.leftovers, run.leftover_files, run.cleanup_note = cleanup.leftovers, cleanup.removed, cleanup.note

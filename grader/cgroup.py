@@ -1,0 +1,146 @@
+"""A memory cgroup per question, where the kernel lets the grader make one (root on a plain machine).
+
+The kernel then counts memory where it is spent, whichever process of the student's spends it: anonymous
+memory, and shared memory that no process maps (files in tmpfs or /dev/shm, memfd, SysV segments), which
+a sum over the processes' resident sets never sees. Its hard limit is the kernel's backstop behind the
+grader's own check, and its member list is exact: a process cannot leave the cgroup (moving needs write
+access to a cgroup.procs that root owns). Inside default Docker and on Gradescope the cgroup file system
+is read-only: `MemoryCgroup.create` then says why not, and the grader counts memory its other way.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from pathlib import Path
+
+MARGIN = 64 * 2**20  # the hard limit sits this far above the grader's own, so the grader's clear message comes first
+
+
+def _mounts() -> list[tuple[str, str, str]]:
+    """(mount point, file system type, super options) of every mount."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ", 1)
+            fstype, _, options = right.split()[:3]
+            found.append((left.split()[4], fstype, options))
+    return found
+
+
+def _own_path(controller: str) -> str | None:
+    """This process's cgroup path in the hierarchy of `controller` ("" for the unified v2 hierarchy)."""
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controllers.split(",") == [""] if controller == "" else controller in controllers.split(","):
+                return path
+    return None
+
+
+def _read_key(path: Path, key: str) -> int:
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return 0
+
+
+class MemoryCgroup:
+    """One question's memory cgroup (v2, or v1's memory controller)."""
+
+    def __init__(self, path: Path, version: int):
+        self.path, self.version = path, version
+
+    @property
+    def procs_file(self) -> Path:
+        return self.path / "cgroup.procs"
+
+    @classmethod
+    def parent(cls) -> tuple[Path, int] | str:
+        """Where a question's cgroup can be made, or why none can."""
+        if os.geteuid() != 0:
+            return "memory cgroups need root"
+        mounts = _mounts()
+        for point, fstype, options in mounts:
+            if fstype == "cgroup2" and (own := _own_path("")) is not None:
+                base = Path(point) / own.lstrip("/")
+                try:
+                    if "memory" in (base / "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
+                        return base, 2
+                except OSError:
+                    pass
+        for point, fstype, options in mounts:
+            if fstype == "cgroup" and "memory" in options.split(",") and (own := _own_path("memory")) is not None:
+                base = Path(point) / own.lstrip("/")
+                if (base / "memory.limit_in_bytes").exists() and os.access(base, os.W_OK):
+                    return base, 1
+        return "no writable memory cgroup (cgroup file system read-only or memory controller not delegated)"
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> "MemoryCgroup":
+        """Make a cgroup limited to `limit_bytes` + MARGIN, without swap. Raises OSError where it cannot."""
+        where = cls.parent()
+        if isinstance(where, str):
+            raise OSError(where)
+        base, version = where
+        path = base / f"mp-grader-{secrets.token_hex(6)}"
+        path.mkdir(mode=0o755)
+        group = cls(path, version)
+        try:
+            if version == 2:
+                (path / "memory.max").write_text(str(limit_bytes + MARGIN))
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+            else:
+                (path / "memory.limit_in_bytes").write_text(str(limit_bytes + MARGIN))
+                (path / "memory.swappiness").write_text("0")
+        except OSError:
+            group.remove()
+            raise
+        return group
+
+    def usage(self) -> int:
+        """Anonymous plus shared (tmpfs, shm, memfd) memory charged to the cgroup, in bytes. Page cache of
+        files read (the libraries) is left out: the kernel reclaims it under the limit."""
+        stat = self.path / "memory.stat"
+        if self.version == 2:
+            return _read_key(stat, "anon") + _read_key(stat, "shmem")
+        return _read_key(stat, "total_rss") + _read_key(stat, "total_shmem")
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed at the hard limit."""
+        if self.version == 2:
+            return _read_key(self.path / "memory.events", "oom_kill")
+        return _read_key(self.path / "memory.oom_control", "oom_kill")
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(p) for p in self.procs_file.read_text().split()]
+        except OSError:
+            return []
+
+    def kill(self) -> None:
+        """SIGKILL every member (v2 in one step; v1 one by one, which the namespace or uid kill backs up)."""
+        if self.version == 2 and (self.path / "cgroup.kill").exists():
+            (self.path / "cgroup.kill").write_text("1")
+            return
+        for pid in self.pids():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout: float = 5.0) -> bool:
+        """Remove the cgroup once it is empty; False if it could not be removed within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.path.rmdir()
+                return True
+            except FileNotFoundError:
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)

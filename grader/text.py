@@ -1,0 +1,30 @@
+"""Student-controlled text made safe to show: on a terminal, in results.json, in a file list.
+
+A submission chooses its printed output, its exception messages and its file names. Control characters
+(an ANSI escape can rewrite what a terminal shows, a carriage return can hide a line), Unicode direction
+overrides (which reorder what a reader sees) and text that is not valid UTF-8 (a lone surrogate makes
+results.json invalid for strict readers) are shown as visible escapes instead. Newline and tab stay.
+"""
+from __future__ import annotations
+
+import re
+
+# C0 controls but tab and newline, DEL, C1 controls, bidi embeddings/overrides/isolates, line/paragraph
+# separators, and lone surrogates (what decoding with "surrogateescape" leaves for undecodable bytes).
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """`text` (an exception message, a path with odd bytes kept as lone surrogates) as a string with every unsafe character shown as an escape (e.g. ESC as \\x1b)."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def from_bytes(data: bytes) -> str:
+    """Bytes from the student (printed output, a file name) as printable text; invalid UTF-8 is escaped."""
+    return printable(data.decode("utf-8", "backslashreplace"))
+

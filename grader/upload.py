@@ -1,0 +1,140 @@
+"""The student's upload: checked before anything reads it, staged by the grader, copied by the student user.
+
+First the grader only lstat()s the upload (no file opened, no link followed) and refuses, as the
+student's error with a clear message, anything but regular files and folders within the configured caps
+on count, total size (apparent size, so a sparse file counts at its full length) and depth. Then it
+stages a copy in a folder of its own (files opened with O_NOFOLLOW and checked again as regular files,
+so nothing swapped in since can make it read a FIFO, a device or a link), which the student user may
+read. Each question's working copy is then made from the staging folder by the student user itself, in a
+process of its own with a time limit: root never writes into a folder the student owns.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.text import printable
+
+KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+         stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
+
+# Run as the student user: `python -I -S -c COPY SOURCE DESTINATION` (the grader's own folder is closed to
+# that user, so the code travels on the command line). Exit 3 with a message when a file cannot be read.
+COPY = r"""
+import os, shutil, sys
+source, destination = sys.argv[1], sys.argv[2]
+def refuse(exc):
+    raise exc
+try:
+    for folder, dirs, files in os.walk(source, onerror=refuse):
+        target = os.path.join(destination, os.path.relpath(folder, source))
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        for name in files:
+            shutil.copyfile(os.path.join(folder, name), os.path.join(target, name), follow_symlinks=False)
+except PermissionError as exc:
+    print(os.path.relpath(exc.filename or "?", source), file=sys.stderr)
+    sys.exit(3)
+"""
+
+
+class UploadError(Exception):
+    """The upload cannot be graded; the message tells the student what to change."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_files: int
+    max_bytes: int
+    max_depth: int
+
+
+def check_upload(root: Path, limits: UploadLimits) -> None:
+    """Refuse (UploadError) an upload that is not plain files and folders within `limits`."""
+    try:
+        if not stat.S_ISDIR(os.lstat(root).st_mode):
+            raise UploadError("the submission is not a folder")
+    except FileNotFoundError:
+        raise UploadError("no submission was found") from None
+    stack, count, total = [(root, 0)], 0, 0
+    while stack:
+        folder, depth = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                where = printable(os.path.relpath(entry.path, root))
+                st = entry.stat(follow_symlinks=False)
+                count += 1
+                if count > limits.max_files:
+                    raise UploadError(f"the submission has more than {limits.max_files} files and folders")
+                if stat.S_ISDIR(st.st_mode):
+                    if depth + 1 > limits.max_depth:
+                        raise UploadError(f"{where}: folders nest deeper than {limits.max_depth} levels")
+                    stack.append((Path(entry.path), depth + 1))
+                elif stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+                    if total > limits.max_bytes:
+                        raise UploadError(f"the submission's files add up to more than {limits.max_bytes / 2**20:.0f} MiB "
+                                          f"(reached at {where})")
+                else:
+                    kind = KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+                    raise UploadError(f"{where} is {kind}: only regular files and folders can be graded"
+                                      + (" (upload the file itself)" if stat.S_ISLNK(st.st_mode) else ""))
+
+
+def _copy_file(source: str, destination: str, budget: int) -> int:
+    """Copy one regular file, refusing anything else that may have taken its place; returns its size."""
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > budget:
+            raise UploadError(f"{printable(source)} changed while it was being copied")
+        out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(os.dup(fd), "rb") as src, os.fdopen(os.dup(out), "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        finally:
+            os.close(out)
+        return st.st_size
+    finally:
+        os.close(fd)
+
+
+def stage_upload(root: Path, limits: UploadLimits) -> Path:
+    """Check the upload, then copy it into a new folder of the grader's that everyone may read; returns it.
+    The caller removes it. Raises UploadError for an upload that cannot be graded."""
+    check_upload(root, limits)
+    staging = Path(tempfile.mkdtemp(prefix="grader-upload-"))
+    try:
+        os.chmod(staging, 0o755)
+        budget = limits.max_bytes
+        for folder, dirs, files in os.walk(root):
+            target = staging / os.path.relpath(folder, root)
+            for name in dirs:
+                os.mkdir(target / name, 0o755)
+            for name in files:
+                budget -= _copy_file(os.path.join(folder, name), str(target / name), budget)
+        return staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def copy_upload(source: Path, destination: Path, run_as_student, timeout: float) -> None:
+    """Copy a checked upload into `destination` (a folder the student user owns) as the student user.
+    `run_as_student(program, timeout, env)` runs a program as that user (sandbox.Jail.run_as_student)."""
+    try:
+        proc = run_as_student([sys.executable, "-I", "-S", "-c", COPY, str(source), str(destination)], timeout,
+                              {"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    except subprocess.TimeoutExpired:
+        raise UploadError(f"copying the submission took longer than {timeout:.0f} s") from None
+    if proc.returncode == 3:
+        name = printable(proc.stderr.decode(errors="replace").strip()[:300])
+        raise UploadError(f"{name} cannot be read: give every file of the submission read permission for all users")
+    if proc.returncode != 0:
+        raise RuntimeError(f"copying the submission failed ({proc.returncode}): "
+                           f"{printable(proc.stderr.decode(errors='replace')[-1000:])}")
