@@ -54,7 +54,7 @@ def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
         return folder, None, []
     nested = sorted(p.parent for p in folder.glob("*/predict.py"))
     if len(nested) == 1:
-        where = f"{printable(nested[0].name)}/predict.py"
+        where = f"{printable(nested[0].name, name=True)}/predict.py"
         return nested[0], None, [f"Note: graded {where}. Next time zip the files themselves, not their folder."]
     return folder, ("No predict.py at the top of the submission: predict.py (with predict_q1 and predict_q2) "
                     "must sit at the top of the zip, not inside a subfolder."), []

@@ -58,6 +58,7 @@ ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "ns
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
 class SandboxError(RuntimeError):
@@ -97,14 +98,22 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _child_sys_path() -> list[str]:
+    """sys.path of the child's interpreter as it starts it (`python -I`: site-packages and .pth entries,
+    no PYTHONPATH, nothing the grader itself added at run time)."""
+    proc = subprocess.run([sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                          capture_output=True, text=True, check=True, timeout=60, env={}, cwd="/")
+    return json.loads(proc.stdout)
+
+
 def _interpreter_paths(protected: list[Path]) -> list[Path]:
     """Folders the child's interpreter needs (prefixes, site-packages), outside the system folders that are
-    mounted anyway. A sys.path entry that holds anything protected (the repository root when the grader
-    runs from a checkout) is left out; an interpreter prefix that does is refused."""
+    mounted anyway. A sys.path entry that holds anything protected (a checkout installed with
+    `pip install -e`) is left out; an interpreter prefix that does is refused."""
     system = [Path("/") / d for d in ROOT_DIRS]
     prefixes = {Path(p).resolve() for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
     prefixes.add(Path(os.path.realpath(sys.executable)).parent)
-    entries = {Path(p).resolve() for p in sys.path if p and Path(p).is_dir()}
+    entries = {Path(p).resolve() for p in _child_sys_path() if p and Path(p).is_dir()}
     keep = set()
     for path in prefixes | entries:
         if any(_within(path, s) for s in system):
@@ -420,7 +429,7 @@ class Sandbox:
                         shutil.rmtree(entry, ignore_errors=True)
                     else:
                         entry.unlink()
-                    removed.append(printable(entry))
+                    removed.append(printable(entry, name=True))
                 except OSError:
                     pass
         return removed
@@ -544,6 +553,9 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, protected=_closed_paths(protected) if root else [])
     if root:
+        # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
+        # to an init that does not reap would hold one of the student user's process slots for good.
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _take_lock(sandbox, user)
         survivors = sandbox.kill_user()  # whatever an earlier run may have left
         if survivors:
@@ -572,7 +584,6 @@ def _take_lock(sandbox: Sandbox, user: str) -> None:
 def _process_sandbox(protected: list[Path], why: str, root: bool) -> Sandbox:
     """The weakest layer: the child shares the grader's user. Shield the grader first: non-dumpable (a
     same-user child can neither ptrace it nor read its memory) and a subreaper (orphans stay in its tree)."""
-    PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
     _prctl(PR_SET_DUMPABLE, 0)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     who = "root (no isolation from the grader: trusted code only)" if root else "the grader's own user"
@@ -628,6 +639,7 @@ class Jail:
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None  # the namespace's init, as the grader sees it
         self.namespace: tuple[int, int] | None = None
+        self._leftovers = 0
         self._tmpfs = _tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
         self._baseline = self._shared_tmpfs_used()
 
@@ -734,6 +746,12 @@ class Jail:
                 pass
         return main
 
+    def snapshot(self) -> None:
+        """Count the processes the student left running, now that its main process is done: in the
+        namespaces they die with it, before close() could count them."""
+        main = self._main()
+        self._leftovers = max(self._leftovers, len([p for p in self.members() if p not in main]))
+
     def memory(self, deadline: float) -> int:
         """Bytes of memory the student's processes use now, counted where it is spent."""
         if self.cgroup:
@@ -764,14 +782,14 @@ class Jail:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            _reap_orphans(spare=self.proc.pid if self.proc else -1)
+        _reap_orphans(spare=self.proc.pid if self.proc else -1)
 
     def close(self) -> Cleanup:
         """Kill everything of the jail, prove it is gone, remove what it left. Every wait is bounded; a
         survivor raises ContainmentError and leaves the scratch folder and the closed modes as they are."""
         result = Cleanup()
-        main = self._main()
-        result.leftovers = len([p for p in self.members() if p not in main])
+        self.snapshot()
+        result.leftovers = self._leftovers
         deadline = time.monotonic() + KILL_SECONDS
         while True:
             self._kill_round()

@@ -12,16 +12,24 @@ import re
 # C0 controls but tab and newline, DEL, C1 controls, bidi embeddings/overrides/isolates, line/paragraph
 # separators, and lone surrogates (what decoding with "surrogateescape" leaves for undecodable bytes).
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def _escape(match: re.Match) -> str:
+    if match.group() in _NAMED:
+        return _NAMED[match.group()]
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def printable(text: object) -> str:
-    """`text` (an exception message, a path with odd bytes kept as lone surrogates) as a string with every unsafe character shown as an escape (e.g. ESC as \\x1b)."""
-    return _UNSAFE.sub(_escape, str(text))
+def printable(text: object, name: bool = False) -> str:
+    """`text` (an exception message, a path with odd bytes kept as lone surrogates) as a string with every
+    unsafe character shown as an escape (e.g. ESC as \\x1b). A `name` (of a file, a folder) is one line:
+    newline and tab are escaped too."""
+    return (_UNSAFE_IN_NAMES if name else _UNSAFE).sub(_escape, str(text))
 
 
 def from_bytes(data: bytes) -> str:

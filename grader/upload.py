@@ -66,7 +66,7 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
         folder, depth = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
-                where = printable(os.path.relpath(entry.path, root))
+                where = printable(os.path.relpath(entry.path, root), name=True)
                 st = entry.stat(follow_symlinks=False)
                 count += 1
                 if count > limits.max_files:
@@ -78,8 +78,8 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
                 elif stat.S_ISREG(st.st_mode):
                     total += st.st_size
                     if total > limits.max_bytes:
-                        raise UploadError(f"the submission's files add up to more than {limits.max_bytes / 2**20:.0f} MiB "
-                                          f"(reached at {where})")
+                        cap = f"{limits.max_bytes / 2**20:.0f} MiB" if limits.max_bytes >= 2**20 else f"{limits.max_bytes} bytes"
+                        raise UploadError(f"the submission's files add up to more than {cap} (reached at {where})")
                 else:
                     kind = KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
                     raise UploadError(f"{where} is {kind}: only regular files and folders can be graded"
@@ -92,7 +92,7 @@ def _copy_file(source: str, destination: str, budget: int) -> int:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_size > budget:
-            raise UploadError(f"{printable(source)} changed while it was being copied")
+            raise UploadError(f"{printable(source, name=True)} changed while it was being copied")
         out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             with os.fdopen(os.dup(fd), "rb") as src, os.fdopen(os.dup(out), "wb") as dst:
@@ -133,7 +133,7 @@ def copy_upload(source: Path, destination: Path, run_as_student, timeout: float)
     except subprocess.TimeoutExpired:
         raise UploadError(f"copying the submission took longer than {timeout:.0f} s") from None
     if proc.returncode == 3:
-        name = printable(proc.stderr.decode(errors="replace").strip()[:300])
+        name = printable(proc.stderr.decode(errors="replace").strip()[:300], name=True)
         raise UploadError(f"{name} cannot be read: give every file of the submission read permission for all users")
     if proc.returncode != 0:
         raise RuntimeError(f"copying the submission failed ({proc.returncode}): "

@@ -1,0 +1,98 @@
+"""Student text made safe to show, and the upload checks, as pure functions on small inputs."""
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from grader.text import from_bytes, printable
+from grader.upload import UploadError, UploadLimits, check_upload, stage_upload
+
+LIMITS = UploadLimits(max_files=20, max_bytes=1000, max_depth=3)
+
+
+def shown_safely(text: str, newlines: bool) -> bool:
+    """Independent check: nothing left that a terminal or a JSON reader would treat specially."""
+    allowed = {"\n", "\t"} if newlines else set()
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch not in allowed and (category in ("Cc", "Cs", "Zl", "Zp") or ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"):
+            return False
+    return True
+
+
+@pytest.mark.parametrize("newlines", [True, False])
+def test_printable_escapes_every_control_character_and_surrogate(newlines: bool) -> None:
+    every = "".join(chr(c) for c in range(0x0, 0x3000)) + "\ud800\udcff"
+    out = printable(every, name=not newlines)
+    assert shown_safely(out, newlines)
+    out.encode("utf-8")  # valid UTF-8: no lone surrogate survived
+    assert printable("plain text, ünïcode, 数字") == "plain text, ünïcode, 数字"
+    assert printable("a\x1b[2Jb") == "a\\x1b[2Jb"
+    assert printable("line\nnext\ttab", name=True) == "line\\nnext\\ttab"
+    assert printable("line\nnext") == "line\nnext"
+
+
+def test_bytes_that_are_not_utf8_are_escaped() -> None:
+    assert from_bytes(b"ok \xff\xfe \xe2\x82\xac") == "ok \\xff\\xfe \u20ac"
+    assert from_bytes("\u202eevil".encode()) == "\\u202eevil"
+
+
+def tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_a_plain_upload_is_staged_byte_for_byte(tmp_path: Path) -> None:
+    upload = tree(tmp_path / "upload", {"predict.py": b"x = 1\n", "models/w.bin": bytes(range(256)), "a/b/c.txt": b"c"})
+    staged = stage_upload(upload, LIMITS)
+    try:
+        copied = {str(p.relative_to(staged)): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
+        assert copied == {"predict.py": b"x = 1\n", "models/w.bin": bytes(range(256)), "a/b/c.txt": b"c"}
+        assert oct(staged.stat().st_mode & 0o777) == "0o755"
+        assert all(oct(p.stat().st_mode & 0o777) == "0o644" for p in staged.rglob("*") if p.is_file())
+    finally:
+        import shutil
+        shutil.rmtree(staged)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("too_many", "more than 20 files and folders"),
+    ("too_big", "add up to more than 1000 bytes (reached at big)"),
+    ("too_deep", "nest deeper than 3 levels"),
+    ("symlink", "link is a symbolic link: only regular files and folders can be graded (upload the file itself)"),
+    ("fifo", "pipe is a named pipe (FIFO)"),
+    ("socket", "sock is a socket"),
+])
+def test_uploads_outside_the_caps_are_refused(tmp_path: Path, case: str, message: str) -> None:
+    import socket
+
+    upload = tree(tmp_path / "upload", {"predict.py": b""})
+    if case == "too_many":
+        tree(upload, {f"f{i}": b"" for i in range(25)})
+    elif case == "too_big":
+        tree(upload, {"big": b"x" * 1001})
+    elif case == "too_deep":
+        tree(upload, {"a/b/c/d/e.py": b""})
+    elif case == "symlink":
+        (upload / "link").symlink_to("predict.py")
+    elif case == "fifo":
+        os.mkfifo(upload / "pipe")
+    elif case == "socket":
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(str(upload / "sock"))
+    staged_before = set(Path(tempfile.gettempdir()).glob("grader-upload-*"))
+    with pytest.raises(UploadError) as caught:
+        stage_upload(upload, LIMITS)
+    assert message in str(caught.value)
+    assert set(Path(tempfile.gettempdir()).glob("grader-upload-*")) == staged_before  # refused before any copy
+
+
+def test_a_missing_upload_is_the_students_error(tmp_path: Path) -> None:
+    with pytest.raises(UploadError, match="no submission was found"):
+        check_upload(tmp_path / "nothing", LIMITS)
