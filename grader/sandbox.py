@@ -239,6 +239,17 @@ def _session_processes(session: int, marker: str) -> list[int]:
     return sorted(found)
 
 
+def _describe(pid: int) -> str:
+    """State, parent and command of a process, for staff."""
+    info, st = _status_uids(str(pid)), _stat(str(pid))
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()[:60].replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = "?"
+    return printable(f"state {info[0] if info else '?'}, parent {st[0] if st else '?'}, uids {info[1] if info else '?'}: "
+                     f"{command.strip()}", name=True)
+
+
 def _reap_orphans(spare: int) -> None:
     """Collect the exit status of dead processes reparented to the grader (a subreaper), except `spare`."""
     me = os.getpid()
@@ -802,8 +813,9 @@ class Jail:
             if not alive or time.monotonic() > deadline:
                 break
         if alive:
+            described = ", ".join(f"{pid} ({_describe(pid)})" for pid in alive[:5])
             self.sandbox.breach = (f"{len(alive)} process(es) of the student survived every attempt to kill them "
-                                   f"(pids {alive[:10]}); grading stopped, nothing was restored. Staff must look.")
+                                   f"({described}); grading stopped, nothing was restored. Staff must look.")
             raise ContainmentError(self.sandbox.breach)
         if self.cgroup and not self.cgroup.remove():
             result.note = f"could not remove the memory cgroup {self.cgroup.path}"
