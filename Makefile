@@ -1,5 +1,8 @@
 # Two commands do all the set-up on a fresh machine: `make grade` and `make test`.
-PYTHON ?= python3
+# The system Python when it is recent enough, else the first python3 on PATH. As root, student code runs
+# as an unprivileged user, which must be able to run the interpreter: a pyenv Python under /root cannot.
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
-from grader.report import ResultsFile, build_results, fallback_results, terminal_summary, write_results
+from grader.report import ResultsFile, build_results, fallback_results, terminal_summary
 from grader.sandbox import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
 from grader.text import printable

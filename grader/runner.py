@@ -225,6 +225,11 @@ def _describe_exit(returncode: int) -> str:
     return f"the process exited with status {returncode}"
 
 
+def _killed_at_memory_limit(function: str, limits: Limits) -> StudentError:
+    return StudentError("memory", f"Memory limit exceeded: {function}'s processes went past the limit of "
+                        f"{limits.memory_bytes / 2**20:.0f} MiB and the kernel stopped them")
+
+
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
                  jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
     """Lay out the scratch folder (child script and images, root's; a copy of the submission made by the
@@ -299,9 +304,10 @@ def run_predictions(
                                    "graded before the limit)")
             if now >= next_check:  # on a timer, however busy the channel is
                 next_check = now + POLL_SECONDS
+                if jail.oom_killed():
+                    raise _killed_at_memory_limit(function, limits)
                 used = jail.memory(deadline)
-                if used > limits.memory_bytes or jail.oom_killed():
-                    used = max(used, limits.memory_bytes + 1)
+                if used > limits.memory_bytes:
                     raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
                                        f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)")
             try:
@@ -318,8 +324,7 @@ def run_predictions(
                     raise GraderError(f"the grader's child process could not start ({_describe_exit(jail.returncode())})"
                                       f"; its output:\n{run.output.text()}")
                 if jail.oom_killed():
-                    raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used more than "
-                                       f"{limits.memory_bytes / 2**20:.0f} MiB and the kernel stopped them")
+                    raise _killed_at_memory_limit(function, limits)
                 hint = " (often: out of memory)" if jail.returncode() == -signal.SIGKILL else ""
                 raise StudentError("crash", f"{function} stopped before returning all predictions "
                                    f"({expected} of {len(images)} images done): {_describe_exit(jail.returncode())}{hint}")

@@ -54,6 +54,8 @@ LAUNCH, KILLER = HERE / "launch.py", HERE / "killer.py"
 KNOWN_SHARED = tuple(Path(p) for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue"))
 WALK_SECONDS = 60.0  # a bound on the search for world-writable folders
 KILL_SECONDS = 5.0  # how long the grader tries to kill and then waits to see every process gone
+EXIT_SECONDS = 60.0  # how long killed processes may take to finish exiting (hundreds of big ones take seconds)
+PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit() and never runs its own code again
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -246,8 +248,16 @@ def _describe(pid: int) -> str:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()[:60].replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         command = "?"
-    return printable(f"state {info[0] if info else '?'}, parent {st[0] if st else '?'}, uids {info[1] if info else '?'}: "
-                     f"{command.strip()}", name=True)
+    return printable(f"state {info[0] if info else '?'}, exiting {_exiting(pid)}, parent {st[0] if st else '?'}, "
+                     f"uids {info[1] if info else '?'}: {command.strip()}", name=True)
+
+
+def _exiting(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return bool(int(f.read().rsplit(")", 1)[1].split()[6]) & PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return True  # gone already
 
 
 def _reap_orphans(spare: int) -> None:
@@ -401,7 +411,7 @@ class Sandbox:
         KILL_SECONDS; each round of killer.py is bounded too, so a stuck kill cannot hang the grader."""
         assert self.uid is not None and self.killer is not None
         deadline = time.monotonic() + KILL_SECONDS
-        while (alive := user_processes(self.uid)) and time.monotonic() < deadline:
+        while (alive := [p for p in user_processes(self.uid) if not _exiting(p)]) and time.monotonic() < deadline:
             try:
                 subprocess.run([sys.executable, "-I", "-S", str(KILLER), str(self.uid), *map(str, self.killer), "3"],
                                env={}, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=KILL_SECONDS)
@@ -539,7 +549,9 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         layers["user"] = f"student code runs as '{user}' (uid {uid}), never as root; killed by a process it cannot signal"
     bwrap: list[str] = []
     tmpfs_size = False
-    if isolation in ("auto", "namespace"):
+    if isolation == "user":
+        layers["namespaces"] = "not used (--isolation user)"
+    else:
         why = _probe_bwrap(uid, gid)
         if why is None:
             bwrap, tmpfs_size = _bwrap_base(_interpreter_paths(protected))
@@ -801,7 +813,7 @@ class Jail:
         result = Cleanup()
         self.snapshot()
         result.leftovers = self._leftovers
-        deadline = time.monotonic() + KILL_SECONDS
+        started = time.monotonic()
         while True:
             self._kill_round()
             if self.proc is not None:
@@ -810,7 +822,10 @@ class Jail:
                 except subprocess.TimeoutExpired:
                     pass
             alive = self.members()
-            if not alive or time.monotonic() > deadline:
+            # A killed process still exiting runs no code of its own; it only needs time to be gone.
+            running = [p for p in alive if not _exiting(p)]
+            waited = time.monotonic() - started
+            if not alive or (running and waited > KILL_SECONDS) or waited > EXIT_SECONDS:
                 break
         if alive:
             described = ", ".join(f"{pid} ({_describe(pid)})" for pid in alive[:5])

@@ -9,7 +9,6 @@ could reach every file of the grader's user. Each test skips, saying why, where 
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import os
@@ -318,7 +317,7 @@ def predict_q1(images):
     started = time.monotonic()
     rc, report = grade_q1(tmp_path, code, layer, "--timeout", "8")
     assert time.monotonic() - started < 8 + 15
-    assert "Time limit exceeded" in error(report)
+    assert error(report).startswith(("Time limit exceeded", "Memory limit exceeded"))  # whichever it reaches first
     assert by_question(report)["Q1"]["score"] == 0
     assert not user_processes(student_uid())
 
@@ -607,7 +606,9 @@ def test_results_are_written_on_a_full_disk(tmp_path: Path) -> None:
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], check=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
         results = ResultsFile(disk / "results.json")
         with open(disk / "filler", "wb") as f:  # what a submission could do to the disk
@@ -693,8 +694,7 @@ CHANNEL_ATTACKS = {
 
 
 @pytest.mark.parametrize("attack", sorted(CHANNEL_ATTACKS))
-def test_attacks_on_the_channel_end_in_a_clear_error(tmp_path: Path, attack: str) -> None:
-    need("namespace")
+def test_attacks_on_the_channel_end_in_a_clear_error(tmp_path: Path, layer: str, attack: str) -> None:
     action, message = CHANNEL_ATTACKS[attack]
     code = f"""
 import json, os, sys, time
@@ -703,7 +703,7 @@ def predict_q1(images):
 {textwrap.indent(action, "    ")}
 """
     started = time.monotonic()
-    rc, report = grade_q1(tmp_path, code, "namespace", "--timeout", "20")
+    rc, report = grade_q1(tmp_path, code, layer, "--timeout", "20")
     assert time.monotonic() - started < 20
     assert rc == 0
     assert message in error(report)
