@@ -22,6 +22,7 @@ nothing is restored, no later question starts, and results.json says why.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import pwd
@@ -100,6 +101,7 @@ def _within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+@functools.cache
 def _child_sys_path() -> list[str]:
     """sys.path of the child's interpreter as it starts it (`python -I`: site-packages and .pth entries,
     no PYTHONPATH, nothing the grader itself added at run time)."""
@@ -470,11 +472,17 @@ def _launch_argv(options: dict, program: list[str]) -> list[str]:
     return [sys.executable, "-I", "-S", str(LAUNCH), json.dumps(options), "--", *program]
 
 
+@functools.cache
+def _help_text(program: str) -> str:
+    return subprocess.run([program, "--help"], capture_output=True, text=True, check=False, timeout=30).stdout
+
+
 def _bwrap_base(paths: list[Path]) -> tuple[list[str], bool]:
     """bubblewrap's arguments, except the per-question folders and the command, and whether this
     bubblewrap can cap the size of a tmpfs (--size, from 0.8)."""
-    helptext = subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=False).stdout
-    args = [shutil.which("bwrap") or "bwrap", "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+    bwrap = shutil.which("bwrap") or "bwrap"
+    helptext = _help_text(bwrap)
+    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if "--disable-userns" in helptext:
         args.append("--disable-userns")
