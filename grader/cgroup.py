@@ -33,7 +33,8 @@ def _own_path(controller: str) -> str | None:
     with open("/proc/self/cgroup") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controllers.split(",") == [""] if controller == "" else controller in controllers.split(","):
+            wanted = controllers == "" if controller == "" else controller in controllers.split(",")
+            if wanted:
                 return path
     return None
 

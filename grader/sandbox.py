@@ -57,6 +57,7 @@ WALK_SECONDS = 60.0  # a bound on the search for world-writable folders
 KILL_SECONDS = 5.0  # how long the grader tries to kill and then waits to see every process gone
 EXIT_SECONDS = 60.0  # how long killed processes may take to finish exiting (hundreds of big ones take seconds)
 PF_EXITING = 0x4  # /proc/<pid>/stat flags: the process is in exit() and never runs its own code again
+SIGKILL_BIT = 1 << (signal.SIGKILL - 1)  # in the pending-signal masks of /proc/<pid>/status
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -250,16 +251,23 @@ def _describe(pid: int) -> str:
         command = Path(f"/proc/{pid}/cmdline").read_bytes()[:60].replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         command = "?"
-    return printable(f"state {info[0] if info else '?'}, exiting {_exiting(pid)}, parent {st[0] if st else '?'}, "
+    return printable(f"state {info[0] if info else '?'}, doomed {_doomed(pid)}, parent {st[0] if st else '?'}, "
                      f"uids {info[1] if info else '?'}: {command.strip()}", name=True)
 
 
-def _exiting(pid: int) -> bool:
+def _doomed(pid: int) -> bool:
+    """True once a process can never run its own code again: it is in exit(), or a SIGKILL is pending for
+    it (handled before any return to user space; with hundreds of processes on two cores, some wait
+    seconds for the CPU time to die), or it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return bool(int(f.read().rsplit(")", 1)[1].split()[6]) & PF_EXITING)
+            if int(f.read().rsplit(")", 1)[1].split()[6]) & PF_EXITING:
+                return True
+        with open(f"/proc/{pid}/status") as f:
+            pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
+        return any(mask & SIGKILL_BIT for mask in pending)
     except (OSError, IndexError, ValueError):
-        return True  # gone already
+        return True
 
 
 def _reap_orphans(spare: int) -> None:
@@ -413,7 +421,7 @@ class Sandbox:
         KILL_SECONDS; each round of killer.py is bounded too, so a stuck kill cannot hang the grader."""
         assert self.uid is not None and self.killer is not None
         deadline = time.monotonic() + KILL_SECONDS
-        while (alive := [p for p in user_processes(self.uid) if not _exiting(p)]) and time.monotonic() < deadline:
+        while (alive := [p for p in user_processes(self.uid) if not _doomed(p)]) and time.monotonic() < deadline:
             try:
                 subprocess.run([sys.executable, "-I", "-S", str(KILLER), str(self.uid), *map(str, self.killer), "3"],
                                env={}, stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=KILL_SECONDS)
@@ -831,7 +839,7 @@ class Jail:
                     pass
             alive = self.members()
             # A killed process still exiting runs no code of its own; it only needs time to be gone.
-            running = [p for p in alive if not _exiting(p)]
+            running = [p for p in alive if not _doomed(p)]
             waited = time.monotonic() - started
             if not alive or (running and waited > KILL_SECONDS) or waited > EXIT_SECONDS:
                 break
