@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from grader.config import QuestionConfig
 
@@ -15,12 +16,18 @@ class Score:
     reason: str
 
 
-def _round(value: float, step: float, mode: str) -> float:
+def _exact(x: float) -> Fraction:
+    """A number as the decimal it prints as (0.11 is 11/100, not the binary float nearest to it), so that
+    points that come out whole on paper (30 x 0.11 / 0.55 = 6) are whole here too."""
+    return Fraction(str(x))
+
+
+def _round(value: Fraction, step: Fraction, mode: str) -> Fraction:
     if step <= 0:
         return value
     units = value / step
-    units = {"nearest": math.floor(units + 0.5), "down": math.floor(units), "up": math.ceil(units)}[mode]
-    return units * step
+    whole = {"nearest": math.floor(units + Fraction(1, 2)), "down": math.floor(units), "up": math.ceil(units)}[mode]
+    return whole * step
 
 
 def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
@@ -34,8 +41,9 @@ def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
         return Score(cfg.points, cfg.points, True, f"full credit ({line})")
     if cfg.partial_credit == "none":
         return Score(0.0, cfg.points, False, f"below the full-credit line ({line}): no partial credit")
-    ratios = [min(values[m] / t, 1.0) for m, t in cfg.thresholds.items()]
+    ratios = [min(_exact(values[m]) / _exact(t), Fraction(1)) for m, t in cfg.thresholds.items()]
     ratio = min(ratios) if cfg.combine == "min" else sum(ratios) / len(ratios)
-    points = min(max(_round(cfg.points * ratio, cfg.round_to, cfg.rounding), 0.0), cfg.points)
-    return Score(points, cfg.points, False, f"partial credit: {cfg.points:g} x {ratio:.4f} of the full-credit line "
-                                            f"({line}), rounded {cfg.rounding} to {cfg.round_to:g}")
+    exact = _round(_exact(cfg.points) * ratio, _exact(cfg.round_to), cfg.rounding)
+    points = float(min(max(exact, Fraction(0)), _exact(cfg.points)))
+    return Score(points, cfg.points, False, f"partial credit: {cfg.points:g} x {float(ratio):.4f} of the full-credit "
+                                            f"line ({line}), rounded {cfg.rounding} to {cfg.round_to:g}")

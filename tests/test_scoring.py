@@ -55,3 +55,31 @@ def test_rules() -> None:
     assert score_question(dataclasses.replace(Q2, round_to=0.5), {"mIoU": 0.53}).points == 29.0
     assert score_question(dataclasses.replace(Q2, round_to=0), {"mIoU": 0.44}).points == pytest.approx(24.0)
     assert score_question(dataclasses.replace(Q2, round_to=0.5), {"mIoU": 0.54}).points == 29.5
+
+
+@pytest.mark.parametrize(("mode", "points", "threshold", "metric", "expected"), [
+    ("down", 30, 0.55, 0.11, 6),  # 30 x 0.11 / 0.55 is exactly 6 on paper (floating point: 5.999...)
+    ("up", 10, 0.6, 0.54, 9),  # exactly 9 (floating point: 9.000...02 went up to 10, the full score)
+    ("nearest", 10, 0.6, 0.54, 9),
+    ("down", 20, 0.9, 0.45, 10),
+    ("up", 20, 0.9, 0.45, 10),
+    ("nearest", 30, 0.55, 0.275, 15),
+])
+def test_rounding_is_exact_at_whole_multiples(mode: str, points: float, threshold: float, metric: float,
+                                              expected: float) -> None:
+    cfg = dataclasses.replace(Q2, points=float(points), thresholds={"mIoU": threshold}, rounding=mode)
+    score = score_question(cfg, {"mIoU": metric})
+    assert score.points == expected and not score.full_credit
+
+
+@pytest.mark.parametrize(("round_to", "metric", "expected"), [
+    (0.1, 0.53, 28.9), (0.5, 0.53, 29.0), (1.0, 0.53, 29.0), (0.1, 0.11, 6.0), (0.5, 0.1375, 7.5),
+])
+def test_round_to_steps_give_clean_numbers(round_to: float, metric: float, expected: float) -> None:
+    score = score_question(dataclasses.replace(Q2, round_to=round_to), {"mIoU": metric})
+    assert score.points == expected and repr(score.points) == repr(expected)
+
+
+def test_round_to_zero_keeps_the_exact_value() -> None:
+    assert score_question(dataclasses.replace(Q2, round_to=0), {"mIoU": 0.11}).points == 6.0
+    assert score_question(dataclasses.replace(Q2, round_to=0), {"mIoU": 0.1}).points == pytest.approx(30 * 0.1 / 0.55)
