@@ -40,13 +40,15 @@ def _method(test: unittest.TestCase):
     return getattr(test, test._testMethodName)
 
 
-def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> list[dict]:
-    """Run the checks with gradescope-utils' runner; a check that did not run still appears, at 0 points."""
+def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> tuple[list[dict], list[dict]]:
+    """Run the checks with gradescope-utils' runner: (tests, leaderboard entries). A check that did not run
+    still appears, at 0 points; `@leaderboard` checks give leaderboard entries, not tests."""
     context.update(submission=submission, metrics=metrics)
     planned = _flatten(suite)  # before running: a suite drops its tests as it runs them
     stream = io.StringIO()
     JSONTestRunner(stream=stream, visibility="visible").run(suite)
-    tests = json.loads(stream.getvalue()).get("tests", [])
+    output = json.loads(stream.getvalue())
+    tests, board = output.get("tests", []), output.get("leaderboard", [])
     reported = {t["name"] for t in tests}
     for test in planned:
         method = _method(test)
@@ -54,4 +56,4 @@ def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> li
         if name not in reported and not getattr(method, "__leaderboard_column__", None):
             tests.append({"name": name, "score": 0.0, "max_score": float(getattr(method, "__weight__", 0) or 0),
                           "status": "failed", "output": "This check did not run (skipped)."})
-    return tests
+    return tests, board

@@ -142,8 +142,8 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
         if sandbox.breach:
             notes.append(f"Grading stopped: {sandbox.breach}")
         metrics = {k: r.reported_metrics for k, r in results.items()}
-        extra = run_checks(suite, submission, metrics) if suite is not None else []
-    report = build_results(config, results, scores, extra, time.monotonic() - started, notes)
+        extra, board = run_checks(suite, submission, metrics) if suite is not None else ([], [])
+    report = build_results(config, results, scores, extra, time.monotonic() - started, notes, board)
     return Graded(report, terminal_summary(config, results, scores, extra), staff_problem, results, classes)
 
 

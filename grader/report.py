@@ -58,8 +58,10 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
 
 
 def build_results(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
-                  extra_tests: list[dict], execution_time: float, notes: list[str] = ()) -> dict:
-    """Gradescope's results.json; every configured question appears, graded or not."""
+                  extra_tests: list[dict], execution_time: float, notes: list[str] = (),
+                  extra_leaderboard: list[dict] = ()) -> dict:
+    """Gradescope's results.json; every configured question appears, graded or not. The instructor
+    checks' tests and leaderboard entries come after the built-in ones."""
     tests, metrics = [], {}
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
@@ -75,7 +77,7 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
     summary = [f"{cfg.title}: {scores[k].points:g} / {scores[k].max_points:g}" for k, cfg in config.questions.items()]
     return {
         "tests": tests + extra_tests,
-        "leaderboard": leaderboard,
+        "leaderboard": leaderboard + list(extra_leaderboard),
         "execution_time": max(1, round(execution_time)),
         "output": "\n".join([*summary, *notes]),
         "visibility": config.visibility,

@@ -55,7 +55,10 @@ def test_example_checks_land_in_results_with_static_max_score(tmp_path: Path) ->
     # A skipped check still counts towards the maximum, at 0 points.
     assert names["Q3 skipped check"] == {"name": "Q3 skipped check", "score": 0.0, "max_score": 4.0,
                                          "status": "failed", "output": "This check did not run (skipped)."}
-    assert "Q2 person IoU" not in names  # leaderboard entries are not tests
+    assert "Q2 person IoU" not in names  # leaderboard entries are not tests: they join the leaderboard
+    board = {entry["name"]: entry for entry in report["leaderboard"]}
+    assert list(board) == ["Q1 accuracy", "Q2 mAP", "Q2 mIoU", "Q2 person IoU"]
+    assert board["Q2 person IoU"]["value"] == pytest.approx(iou)
 
 
 def test_broken_check_stops_the_grader_before_student_code(tmp_path: Path) -> None:
