@@ -32,8 +32,8 @@ def autograder_tree(root: Path, with_grader: bool = True) -> Path:
     return root
 
 
-def run(root: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "GRADER_PYTHON": sys.executable}
+def run(root: Path, python: str = sys.executable) -> tuple[subprocess.CompletedProcess, dict]:
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "GRADER_PYTHON": python}
     proc = subprocess.run([str(REPO / "run_autograder")], env=env, capture_output=True, text=True, timeout=600)
     report = json.loads((root / "results" / "results.json").read_text())
     jsonschema.validate(report, SCHEMA)
@@ -53,3 +53,25 @@ def test_run_autograder_leaves_valid_results_when_the_grader_cannot_start(tmp_pa
     assert proc.returncode == 0
     assert "The autograder failed to start" in report["output"]
     assert report["tests"] == [] and report["score"] == 0
+
+
+def test_run_autograder_leaves_valid_results_without_a_source_folder(tmp_path: Path) -> None:
+    root = autograder_tree(tmp_path)
+    shutil.rmtree(root / "source")
+    proc, report = run(root)
+    assert proc.returncode == 0
+    assert f"no source folder at {root / 'source'}" in report["output"] and report["score"] == 0
+
+
+def test_run_autograder_leaves_valid_results_without_python(tmp_path: Path) -> None:
+    proc, report = run(autograder_tree(tmp_path), python=str(tmp_path / "no-such-python"))
+    assert proc.returncode == 0
+    assert "The autograder failed to start (127)" in report["output"] and report["tests"] == []
+
+
+def test_run_autograder_with_an_unreadable_config_says_so(tmp_path: Path) -> None:
+    root = autograder_tree(tmp_path)
+    (root / "source" / "grader" / "config.toml").write_text("points = [unterminated")
+    proc, report = run(root)
+    assert proc.returncode == 0
+    assert "The autograder is misconfigured" in report["output"] and "not valid TOML" in report["output"]
