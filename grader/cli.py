@@ -1,4 +1,4 @@
-"""Command line: python -m grader --submission DIR --data DIR --results FILE [options].
+"""Command line: mp-grader (or python -m grader) --submission DIR --data DIR --results FILE [options].
 
 Exit status 0 whenever results.json was written, whatever the score; 2 when the grader itself cannot
 run (bad config, reference data or checks), after writing a results.json that says so.
@@ -26,7 +26,7 @@ EXIT_GRADER_ERROR = 2
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m grader", description=__doc__,
+    p = argparse.ArgumentParser(prog="mp-grader", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--submission", type=Path, required=True, help="folder holding predict.py")
     p.add_argument("--data", type=Path, required=True, help="reference data folder (q1/, q2/)")
@@ -186,3 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # pictures are a convenience: never let them cost the grade
             print(f"grader: could not draw the pictures: {type(exc).__name__}: {exc}", file=sys.stderr)
     return EXIT_GRADER_ERROR if graded.staff_problem or sandbox.breach else 0
+
+
+def run() -> None:
+    """The `mp-grader` console script."""
+    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class GraderConfig:
     upload_max_mib: int = 1024
     upload_max_depth: int = 32
     source: Path = DEFAULT_CONFIG
+    sha256: str = ""  # of the config file's text, for audits of a regrade
 
     @property
     def max_score(self) -> float:
@@ -116,7 +118,8 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
 def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
     """Read and validate a config file; raises ConfigError with the file and key in the message."""
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_text()
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -145,7 +148,8 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
     checks_dir = (path.parent / checks).resolve() if checks else None
     if checks_dir is not None and not checks_dir.is_dir():
         raise ConfigError(f"{path}: [grader].checks: folder {checks_dir} does not exist")
-    return GraderConfig(questions=MappingProxyType(questions), checks=checks_dir, source=path, **grader)
+    return GraderConfig(questions=MappingProxyType(questions), checks=checks_dir, source=path,
+                        sha256=hashlib.sha256(text.encode()).hexdigest(), **grader)
 
 
 def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None,

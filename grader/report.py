@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from grader import __version__
 from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.scoring import Score
@@ -82,8 +83,13 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "output": "\n".join([*summary, *notes]),
         "visibility": config.visibility,
         "stdout_visibility": config.stdout_visibility,
-        "extra_data": {"metrics": metrics},
+        "extra_data": {"metrics": metrics, "grader": provenance(config)},
     }
+
+
+def provenance(config: GraderConfig) -> dict:
+    """What a regrade must match to give the same result: the grader's version and the config's hash."""
+    return {"version": __version__, "config_sha256": config.sha256}
 
 
 def fallback_results(message: str, config: GraderConfig | None = None) -> dict:

@@ -99,3 +99,16 @@ def test_results_file_is_replaced_atomically(tmp_path: Path) -> None:
     expected = float((np.load(data / "q1" / "labels.npy") == 0).mean())
     assert report["extra_data"]["metrics"]["q1"]["accuracy"] == expected
     assert not list(tmp_path.glob(".results-*"))
+
+
+def test_results_name_the_grader_version_and_the_config_hash(tmp_path: Path) -> None:
+    import hashlib
+
+    from grader import __version__
+
+    config = config_with(tmp_path, "q1")
+    submission = write_submission(tmp_path / "submission", ZEROS)
+    _, report = grade(submission, make_reference(tmp_path / "data", n_q1=5), tmp_path / "results.json",
+                      "--config", str(config))
+    assert report["extra_data"]["grader"] == {"version": __version__,
+                                              "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
