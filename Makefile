@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 RESULTS ?= results/results.json
 DEVICE ?= auto
 
-.PHONY: grade test setup autograder
+.PHONY: grade test lint setup autograder
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -23,6 +23,11 @@ grade: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# ruff and mypy on the grader (settings in pyproject.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check grader
+	$(PY) -m mypy
 
 # The zip instructors upload to Gradescope (tracked files only; setup.sh and run_autograder at its top).
 autograder:

@@ -32,7 +32,7 @@ def load_checks(folder: Path) -> unittest.TestSuite:
     loader = unittest.TestLoader()
     suite = loader.discover(str(folder), pattern="test_*.py", top_level_dir=str(folder))
     if loader.errors:
-        raise ConfigError(f"{folder}: instructor checks failed to load:\n" + "\n".join(loader.errors))
+        raise ConfigError(f"{folder}: instructor checks failed to load:\n" + "\n".join(str(e) for e in loader.errors))
     return suite
 
 

@@ -101,7 +101,8 @@ def install_seccomp(grader_pid: int | None, unix_sockets: bool) -> str:
     machine = platform.machine()
     if machine not in AUDIT_ARCH:
         return f"no seccomp filter for {machine}: network and signals are not restricted"
-    threads, group = (), 0
+    threads: tuple[int, ...] = ()
+    group = 0
     if grader_pid is not None:
         try:  # the grader's threads as they are now (a kill() at a thread id reaches the whole process)
             threads = tuple(int(t) for t in os.listdir(f"/proc/{grader_pid}/task"))

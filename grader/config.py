@@ -155,7 +155,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
 def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None,
                    memory_limit: int | None = None, output_limit: int | None = None) -> GraderConfig:
     """Merge command-line overrides, in this one place."""
-    per_question = {}
+    per_question: dict[str, Any] = {}
     for flag, name, value, low in (("--timeout", "time_limit", timeout, 0), ("--memory-limit", "memory_limit", memory_limit, 63),
                                    ("--output-limit", "output_limit", output_limit, -1)):
         if value is not None:

@@ -57,6 +57,7 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
 def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox) -> QuestionResult:
     """Grade one question; a StudentError or GraderError becomes `error`, anything else propagates."""
     num_classes = len(ref.classes)
+    accumulator: ClassificationAccumulator | SegmentationAccumulator
     if ref.question == "q1":
         accumulator, tail = ClassificationAccumulator(num_classes), (num_classes,)
     else:

@@ -5,6 +5,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 from grader import __version__
 from grader.config import GraderConfig, QuestionConfig
@@ -59,8 +60,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
 
 
 def build_results(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
-                  extra_tests: list[dict], execution_time: float, notes: list[str] = (),
-                  extra_leaderboard: list[dict] = ()) -> dict:
+                  extra_tests: list[dict], execution_time: float, notes: Sequence[str] = (),
+                  extra_leaderboard: Sequence[dict] = ()) -> dict:
     """Gradescope's results.json; every configured question appears, graded or not. The instructor
     checks' tests and leaderboard entries come after the built-in ones."""
     tests, metrics = [], {}

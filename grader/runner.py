@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Generator, Iterator, cast
 
 import numpy as np
 
@@ -152,10 +152,11 @@ class _BadShape(Exception):
 def _read_array(stream: Pipe, tail_shape: tuple[int, ...], count: int) -> np.ndarray:
     """Read one .npy payload; refuse anything but a version 1.0 header (whose length field is 16 bits, so
     a header cannot make us read much) of a float32 C array of the expected shape, before reading data."""
-    version = np.lib.format.read_magic(stream)
+    source = cast(Any, stream)  # a file-like object to numpy: Pipe has read(n)
+    version = np.lib.format.read_magic(source)
     if version != (1, 0):
         raise ValueError(f"unsupported .npy version {version}")
-    shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+    shape, fortran, dtype = np.lib.format.read_array_header_1_0(source)
     if dtype not in SCORE_DTYPES or fortran:
         raise ValueError(f"unexpected array dtype {dtype}")
     if tuple(shape) != (count, *tail_shape):
@@ -214,7 +215,9 @@ def _text(value: object, limit: int) -> str:
     return printable(str(value)[:limit])
 
 
-def _describe_exit(returncode: int) -> str:
+def _describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "its exit status is unknown"
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -268,7 +271,7 @@ def run_predictions(
     device: str,
     sandbox: Sandbox,
     run: ChildRun,
-) -> Iterator[tuple[int, np.ndarray]]:
+) -> Generator[tuple[int, np.ndarray], None, None]:
     """Yield (start index, float32 scores of shape (count, *tail_shape)) for consecutive batches.
 
     Raises StudentError for everything the submission did wrong and GraderError when the child could not
@@ -287,6 +290,7 @@ def run_predictions(
     try:
         try:
             proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, jail, deadline)
+            assert proc.stdout is not None
         except UploadError as exc:
             raise StudentError("upload", f"Your submission could not be copied for grading: {exc}") from None
         channel = Pipe(read_fd, stop)
@@ -377,6 +381,6 @@ def run_predictions(
                 t.join(timeout=5)
             if channel is not None:
                 channel.close()
-            if proc is not None:
+            if proc is not None and proc.stdout is not None:
                 proc.stdout.close()
         run.leftovers, run.leftover_files, run.cleanup_note = cleanup.leftovers, cleanup.removed, cleanup.note

@@ -146,7 +146,8 @@ def _git_dirs(paths: list[Path]) -> set[Path]:
 def _walk_world_writable(deadline: float) -> tuple[list[Path], bool]:
     """Every folder other users may write to (those where the student can leave files), and whether the walk
     finished before `deadline`. /proc and /sys hold no such folders for files."""
-    found, stack = [], [Path("/")]
+    found: list[Path] = []
+    stack = [Path("/")]
     skip = {Path("/proc"), Path("/sys")}
     while stack:
         if time.monotonic() > deadline:
@@ -636,7 +637,7 @@ def _process_sandbox(protected: list[Path], why: str, root: bool) -> Sandbox:
 def protected(sandbox: Sandbox) -> Iterator[None]:
     """Close the protected files and folders to everyone but their owner while grading (user layer), and
     restore their modes afterwards, but only once no process of the student is left (else they stay closed)."""
-    if not sandbox.drops_user:
+    if sandbox.uid is None:
         yield
         return
     saved = {}
@@ -673,7 +674,7 @@ class Jail:
         self.submission, self.home = self.scratch / "submission", self.scratch / "home"
         for folder in (self.submission, self.home):
             folder.mkdir(mode=0o700)
-            if sandbox.drops_user:
+            if sandbox.uid is not None and sandbox.gid is not None:
                 os.chown(folder, sandbox.uid, sandbox.gid)
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None  # the namespace's init, as the grader sees it
@@ -764,7 +765,7 @@ class Jail:
         found: set[int] = set()
         if self.cgroup:
             found.update(self.cgroup.pids())
-        if self.sandbox.drops_user:
+        if self.sandbox.uid is not None:
             found.update(user_processes(self.sandbox.uid))
         if self.namespace:
             found.update(_namespace_processes(self.namespace))
@@ -850,7 +851,7 @@ class Jail:
             raise ContainmentError(self.sandbox.breach)
         if self.cgroup and not self.cgroup.remove():
             result.note = f"could not remove the memory cgroup {self.cgroup.path}"
-        if self.sandbox.drops_user:
+        if self.sandbox.uid is not None:
             if not self.sandbox.bwrap:
                 folders, complete = self.sandbox.shared_folders()
                 result.removed += self.sandbox.sweep(folders)

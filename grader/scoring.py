@@ -32,17 +32,18 @@ def _round(value: Fraction, step: Fraction, mode: str) -> Fraction:
 
 def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
     """Points for one question; `metrics` is None (or lacks a metric) when the question could not be graded."""
-    values = {m: (metrics or {}).get(m) for m in cfg.thresholds}
-    missing = [m for m, v in values.items() if v is None or not math.isfinite(v)]
+    found = {m: (metrics or {}).get(m) for m in cfg.thresholds}
+    missing = [m for m, v in found.items() if v is None or not math.isfinite(v)]
     if missing:
         return Score(0.0, cfg.points, False, f"no {', '.join(missing)} could be computed: 0 points")
+    values = {m: float(v) for m, v in found.items() if v is not None}
     line = ", ".join(f"{m} >= {t:g}" for m, t in cfg.thresholds.items())
     if all(values[m] >= t for m, t in cfg.thresholds.items()):
         return Score(cfg.points, cfg.points, True, f"full credit ({line})")
     if cfg.partial_credit == "none":
         return Score(0.0, cfg.points, False, f"below the full-credit line ({line}): no partial credit")
     ratios = [min(_exact(values[m]) / _exact(t), Fraction(1)) for m, t in cfg.thresholds.items()]
-    ratio = min(ratios) if cfg.combine == "min" else sum(ratios) / len(ratios)
+    ratio = min(ratios) if cfg.combine == "min" else sum(ratios, Fraction(0)) / len(ratios)
     exact = _round(_exact(cfg.points) * ratio, _exact(cfg.round_to), cfg.rounding)
     points = float(min(max(exact, Fraction(0)), _exact(cfg.points)))
     return Score(points, cfg.points, False, f"partial credit: {cfg.points:g} x {float(ratio):.4f} of the full-credit "
