@@ -83,10 +83,10 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
                                                 np.argmax(quantized[i], axis=0)))
                 progress.update(len(scores))
     except StudentError as exc:
-        result.error, result.details = exc.message, exc.details
+        result.error, result.details, result.examples = exc.message, exc.details, []  # no pictures of a failed run
         return result
     except GraderError as exc:
-        result.error, result.staff_problem = f"grader problem, not yours: {exc}", True
+        result.error, result.staff_problem, result.examples = f"grader problem, not yours: {exc}", True, []
         return result
     finally:
         progress.close()

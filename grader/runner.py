@@ -26,7 +26,7 @@ from typing import Any, Generator, Iterator, cast
 import numpy as np
 
 from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError
-from grader.text import from_bytes, printable
+from grader.text import printable
 from grader.upload import UploadError, copy_upload
 
 CHILD = Path(__file__).with_name("child.py")
@@ -55,26 +55,39 @@ class StudentError(Exception):
 
 
 class OutputTrim:
-    """Keeps the first and last `limit // 2` bytes of a stream and counts the rest."""
+    """Keeps the first and last `limit // 2` characters of a byte stream (UTF-8, bad bytes escaped) and
+    counts the bytes left out between them. Up to 4 bytes a character are buffered at each end."""
 
     def __init__(self, limit: int):
         self.half = limit // 2
+        self.cap = 4 * self.half
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
 
     def feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
-        room = self.half - len(self.head)
+        room = self.cap - len(self.head)
         if room > 0:
             self.head += chunk[:room]
             chunk = chunk[room:]
-        self.tail = (self.tail + chunk)[-self.half :] if self.half else bytearray()
+        self.tail = (self.tail + chunk)[-self.cap :] if self.cap else bytearray()
 
     def text(self) -> str:
-        dropped = self.total - len(self.head) - len(self.tail)
+        def chars(data: bytes) -> str:
+            return data.decode("utf-8", "surrogateescape")  # a bad byte becomes one character, escaped later
+
+        if self.total == len(self.head) + len(self.tail):  # nothing fell between the two buffers
+            whole = chars(bytes(self.head + self.tail))
+            if len(whole) <= 2 * self.half:
+                return printable(whole)
+            head, tail = whole[: self.half], whole[len(whole) - self.half :]
+        else:
+            head, tail = chars(bytes(self.head))[: self.half], chars(bytes(self.tail))[-self.half :] if self.half else ""
+        kept = len(head.encode("utf-8", "surrogateescape")) + len(tail.encode("utf-8", "surrogateescape"))
+        dropped = self.total - kept
         middle = f"\n[... {dropped} bytes of output left out ...]\n" if dropped > 0 else ""
-        return from_bytes(bytes(self.head)) + middle + from_bytes(bytes(self.tail))
+        return printable(head) + middle + printable(tail)
 
 
 @dataclass(frozen=True)

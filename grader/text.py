@@ -22,6 +22,8 @@ def _escape(match: re.Match) -> str:
     if match.group() in _NAMED:
         return _NAMED[match.group()]
     code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8, kept by "surrogateescape" decoding
+        return f"\\x{code - 0xDC00:02x}"
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
@@ -30,9 +32,4 @@ def printable(text: object, name: bool = False) -> str:
     unsafe character shown as an escape (e.g. ESC as \\x1b). A `name` (of a file, a folder) is one line:
     newline and tab are escaped too."""
     return (_UNSAFE_IN_NAMES if name else _UNSAFE).sub(_escape, str(text))
-
-
-def from_bytes(data: bytes) -> str:
-    """Bytes from the student (printed output, a file name) as printable text; invalid UTF-8 is escaped."""
-    return printable(data.decode("utf-8", "backslashreplace"))
 

@@ -112,3 +112,24 @@ def test_results_name_the_grader_version_and_the_config_hash(tmp_path: Path) -> 
                       "--config", str(config))
     assert report["extra_data"]["grader"] == {"version": __version__,
                                               "config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()}
+
+
+def test_no_overlay_picture_of_a_question_that_failed_midway(tmp_path: Path) -> None:
+    code = ZEROS + """
+calls = []
+
+def predict_q2(images):
+    calls.append(1)
+    if len(calls) > 1:
+        raise RuntimeError("second batch")
+    n, _, h, w = images.shape
+    return torch.zeros(n, 6, h, w)
+"""
+    submission = write_submission(tmp_path / "submission", code)
+    config = config_with(tmp_path, **{"batch_size = 10": "batch_size = 1"})
+    plots = tmp_path / "plots"
+    rc, report = grade(submission, make_reference(tmp_path / "data", n_q1=5, n_q2=2), tmp_path / "results.json",
+                       "--config", str(config), "--plots", str(plots))
+    assert rc == 0 and "raised RuntimeError: second batch" in report["extra_data"]["metrics"]["q2"]["error"]
+    assert (plots / "q1_confusion.png").exists()
+    assert not (plots / "q2_overlays.png").exists()

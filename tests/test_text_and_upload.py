@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.text import from_bytes, printable
+from grader.runner import OutputTrim
+from grader.text import printable
 from grader.upload import UploadError, UploadLimits, check_upload, stage_upload
 
 LIMITS = UploadLimits(max_files=20, max_bytes=1000, max_depth=3)
@@ -37,8 +38,35 @@ def test_printable_escapes_every_control_character_and_surrogate(newlines: bool)
 
 
 def test_bytes_that_are_not_utf8_are_escaped() -> None:
-    assert from_bytes(b"ok \xff\xfe \xe2\x82\xac") == "ok \\xff\\xfe \u20ac"
-    assert from_bytes("\u202eevil".encode()) == "\\u202eevil"
+    def shown(data: bytes) -> str:
+        trim = OutputTrim(1000)
+        trim.feed(data)
+        return trim.text()
+
+    assert shown(b"ok \xff\xfe \xe2\x82\xac") == "ok \\xff\\xfe \u20ac"
+    assert shown("\u202eevil".encode()) == "\\u202eevil"
+    assert printable(b"name\xff".decode("utf-8", "surrogateescape"), name=True) == "name\\xff"
+
+
+@pytest.mark.parametrize("limit", [0, 1, 2, 10, 101])
+def test_output_is_trimmed_by_characters(limit: int) -> None:
+    text = "".join(chr(0x00E9 + i % 50) for i in range(5000))  # two bytes each in UTF-8
+    trim = OutputTrim(limit)
+    data = text.encode()
+    for i in range(0, len(data), 333):  # chunks that split characters
+        trim.feed(data[i : i + 333])
+    half = limit // 2
+    head, _, tail = trim.text().partition("\n[... ")
+    assert head == text[:half]
+    tail = tail.split(" ...]\n", 1)[1] if tail else ""
+    assert tail == (text[len(text) - half:] if half else "")
+    assert f"[... {len(data) - 4 * half} bytes of output left out ...]" in trim.text()
+
+
+def test_short_output_is_kept_whole() -> None:
+    trim = OutputTrim(100)
+    trim.feed(("é" * 100).encode())
+    assert trim.text() == "é" * 100
 
 
 def tree(root: Path, files: dict[str, bytes]) -> Path:

@@ -76,3 +76,12 @@ def test_q2_training_run_from_scratch_says_so(tmp_path: Path, shared_data: Path,
     checkpoint = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
     assert checkpoint["pretrained"] is False and checkpoint["num_convs"] == 3
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+
+
+def test_q1_ablation_and_arch_cannot_be_combined(capsys) -> None:
+    from training.q1 import ABLATION_STEPS, Q1_ARCHS, get_args_parser
+
+    for arch in sorted(Q1_ARCHS):  # the default named explicitly too
+        with pytest.raises(SystemExit):
+            get_args_parser().parse_args(["--arch", arch, "--ablation", next(iter(ABLATION_STEPS))])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -20,6 +20,8 @@ from grader.build_reference import read_fashion_mnist
 from submission.models import Q1_ARCHS, q1_ablation_net
 from training.common import RunLog, pick_device, seed_everything
 
+DEFAULT_ARCH = "fashionnet"
+
 TRAIN_SIZE = 55_000
 ABLATION_STEPS = {
     "baseline": {},
@@ -80,7 +82,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: t
 def build_model(args: argparse.Namespace) -> torch.nn.Module:
     if args.ablation is not None:
         return q1_ablation_net(**ABLATION_STEPS[args.ablation])
-    return Q1_ARCHS[args.arch]()
+    return Q1_ARCHS[args.arch or DEFAULT_ARCH]()
 
 
 def main(args: argparse.Namespace) -> dict[str, float]:
@@ -91,7 +93,7 @@ def main(args: argparse.Namespace) -> dict[str, float]:
     data = load_data(args.data_root)
     model = build_model(args).to(device)
     print(model)
-    name = args.ablation or args.arch
+    name = args.ablation or args.arch or DEFAULT_ARCH
     out = args.out or Path("runs") / f"q1-{name}-seed{args.seed}"
     log = RunLog(out, {"question": "q1", "model": name, **vars(args)})
     x_train, y_train = data["train"]
@@ -133,8 +135,9 @@ def main(args: argparse.Namespace) -> dict[str, float]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", choices=sorted(Q1_ARCHS), default="fashionnet", help="model (default: fashionnet)")
-    p.add_argument("--ablation", choices=list(ABLATION_STEPS), help="train one step of the seed's ablation instead")
+    model = p.add_mutually_exclusive_group()  # an ablation step is a model of its own: never both
+    model.add_argument("--arch", choices=sorted(Q1_ARCHS), help=f"model (default: {DEFAULT_ARCH})")
+    model.add_argument("--ablation", choices=list(ABLATION_STEPS), help="train one step of the seed's ablation instead")
     p.add_argument("--data-root", type=Path, help="folder of the IDX files (default: download with torchvision)")
     p.add_argument("--epochs", type=int, default=10, help="default: 10")
     p.add_argument("--batch-size", type=int, default=128, help="default: 128")
