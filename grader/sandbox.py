@@ -552,7 +552,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
     if isolation not in ISOLATIONS:
         raise SandboxError(f"unknown isolation {isolation!r} (expected one of {', '.join(ISOLATIONS)})")
     if isolation == "process":
-        return _process_sandbox(protected, "asked for with --isolation process", root)
+        return _process_sandbox("asked for with --isolation process", root)
     if isolation == "user" and not root:
         raise SandboxError("--isolation user needs root (run in the Docker image, or as root)")
     layers: dict[str, str] = {}
@@ -579,17 +579,16 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         else:
             layers["namespaces"] = f"not in force: {why}"
             if not root:
-                return _process_sandbox(protected, f"namespaces unavailable ({why}) and the grader is not root", root)
-    cgroups = False
-    if root and memory in ("auto", "cgroup"):
-        where = MemoryCgroup.parent()
-        cgroups = not isinstance(where, str)
-        if not cgroups and memory == "cgroup":
-            raise SandboxError(f"--memory-accounting cgroup: {where}")
-        layers["memory"] = "a memory cgroup per question (shared memory counted)" if cgroups else \
-            f"resident memory + tmpfs and memfd use of the student's processes ({where})"
+                return _process_sandbox(f"namespaces unavailable ({why}) and the grader is not root", root)
+    where = MemoryCgroup.parent() if memory != "processes" else "--memory-accounting processes"
+    cgroups = not isinstance(where, str)
+    if not cgroups and memory == "cgroup":
+        raise SandboxError(f"--memory-accounting cgroup: {where}")
+    if cgroups:
+        layers["memory"] = "a memory cgroup per question (shared memory counted)"
     else:
-        layers["memory"] = "resident memory of the student's processes" + (" + its private /tmp and /dev/shm" if bwrap else "")
+        spent = "its private /tmp and /dev/shm" if bwrap else "the growth of the shared tmpfs folders"
+        layers["memory"] = f"resident memory, memfd files and {spent} of the student's processes (no cgroup: {where})"
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, protected=_closed_paths(protected) if root else [])
     if root:
@@ -621,7 +620,7 @@ def _take_lock(sandbox: Sandbox, user: str) -> None:
     sandbox._lock = fd
 
 
-def _process_sandbox(protected: list[Path], why: str, root: bool) -> Sandbox:
+def _process_sandbox(why: str, root: bool) -> Sandbox:
     """The weakest layer: the child shares the grader's user. Shield the grader first: non-dumpable (a
     same-user child can neither ptrace it nor read its memory) and a subreaper (orphans stay in its tree)."""
     _prctl(PR_SET_DUMPABLE, 0)
