@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import select
 import shutil
 import signal
 import subprocess
@@ -21,21 +20,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generator, Iterator, cast
+from typing import Generator
 
 import numpy as np
 
+from grader.protocol import POLL_SECONDS, Pipe, read_messages
 from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError
 from grader.text import printable
 from grader.upload import UploadError, copy_upload
 
 CHILD = Path(__file__).with_name("child.py")
-HEADER_LIMIT = 64 * 1024
-POLL_SECONDS = 0.2
 QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
-SCORE_DTYPES = (np.dtype("<f4"),)
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -108,111 +105,6 @@ class ChildRun:
     leftovers: int = 0  # processes still running when the question ended, killed
     leftover_files: list[str] = field(default_factory=list)  # files and IPC objects left behind, removed
     cleanup_note: str = ""  # for staff: a limit the cleanup met
-
-
-class Pipe:
-    """Blocking reads from a pipe that give up once `stop` is set: a stray process may still hold the
-    other end open, and a thread blocked in a plain read() could then never be joined."""
-
-    def __init__(self, fd: int, stop: threading.Event):
-        self.fd, self.stop, self.buffer = fd, stop, bytearray()
-
-    def _fill(self) -> bool:
-        """Append what the pipe has; False at end of stream. Once grading stopped, an idle pipe raises
-        EOFError (data already waiting is still read, so the last output of the child is not lost)."""
-        while True:
-            if select.select([self.fd], [], [], POLL_SECONDS)[0]:
-                chunk = os.read(self.fd, 1 << 16)
-                self.buffer += chunk
-                return bool(chunk)
-            if self.stop.is_set():
-                raise EOFError("grading stopped")
-
-    def read(self, n: int) -> bytes:
-        while len(self.buffer) < n and self._fill():
-            pass
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
-
-    def readline(self, limit: int) -> bytes:
-        while b"\n" not in self.buffer and len(self.buffer) < limit and self._fill():
-            pass
-        end = self.buffer.find(b"\n", 0, limit)
-        return self.read(limit if end < 0 else end + 1)
-
-    def chunks(self) -> Iterator[bytes]:
-        while self.buffer or self._fill():
-            yield self.read(len(self.buffer))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def _read_exact(stream: Pipe, n: int) -> bytes:
-    data = stream.read(n)
-    if len(data) != n:
-        raise EOFError("stream ended inside a message")
-    return data
-
-
-class _BadShape(Exception):
-    def __init__(self, shape: tuple[int, ...]):
-        super().__init__(f"shape {shape}")
-        self.shape = shape
-
-
-def _read_array(stream: Pipe, tail_shape: tuple[int, ...], count: int) -> np.ndarray:
-    """Read one .npy payload; refuse anything but a version 1.0 header (whose length field is 16 bits, so
-    a header cannot make us read much) of a float32 C array of the expected shape, before reading data."""
-    source = cast(Any, stream)  # a file-like object to numpy: Pipe has read(n)
-    version = np.lib.format.read_magic(source)
-    if version != (1, 0):
-        raise ValueError(f"unsupported .npy version {version}")
-    shape, fortran, dtype = np.lib.format.read_array_header_1_0(source)
-    if dtype not in SCORE_DTYPES or fortran:
-        raise ValueError(f"unexpected array dtype {dtype}")
-    if tuple(shape) != (count, *tail_shape):
-        raise _BadShape(tuple(shape))
-    return np.frombuffer(_read_exact(stream, int(np.prod(shape)) * dtype.itemsize), dtype).reshape(shape)
-
-
-def _put(messages: "queue.Queue", item, stop: threading.Event) -> None:
-    """Put into the bounded queue (so a chatty child cannot fill the grader's memory) unless grading stopped."""
-    while not stop.is_set():
-        try:
-            messages.put(item, timeout=POLL_SECONDS)
-            return
-        except queue.Full:
-            continue
-
-
-def _reader(stream: Pipe, messages: "queue.Queue", tail_shape: tuple[int, ...], batch_size: int) -> None:
-    """Thread: parse messages from the child into the queue; None marks the end of the stream."""
-    try:
-        while line := stream.readline(HEADER_LIMIT):
-            header = json.loads(line)
-            if not isinstance(header, dict) or header.get("type") not in ("ready", "batch", "error", "done"):
-                raise ValueError(f"unknown message {line[:80]!r}")
-            if header["type"] == "batch":
-                count = header.get("count")
-                if not isinstance(count, int) or not 0 < count <= batch_size:
-                    raise ValueError(f"bad batch size {count!r}")
-                try:
-                    header["array"] = _read_array(stream, tail_shape, count)
-                except _BadShape as exc:
-                    _put(messages, {**header, "bad_shape": exc.shape}, stream.stop)
-                    break
-            _put(messages, header, stream.stop)
-    except (EOFError, OSError) as exc:
-        if not stream.stop.is_set():
-            _put(messages, {"type": "protocol", "message": str(exc)}, stream.stop)
-    except ValueError as exc:  # JSON or .npy header refused
-        _put(messages, {"type": "protocol", "message": str(exc)[:300]}, stream.stop)
-    except Exception as exc:  # anything else the child can make the parser raise, e.g. RecursionError
-        _put(messages, {"type": "protocol", "message": f"{type(exc).__name__}: {str(exc)[:300]}"}, stream.stop)
-    finally:
-        _put(messages, None, stream.stop)
 
 
 def _drain(stream: Pipe, output: OutputTrim) -> None:
@@ -308,7 +200,7 @@ def run_predictions(
             raise StudentError("upload", f"Your submission could not be copied for grading: {exc}") from None
         channel = Pipe(read_fd, stop)
         messages: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
-        threads = [threading.Thread(target=_reader, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),
+        threads = [threading.Thread(target=read_messages, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),
                    threading.Thread(target=_drain, args=(Pipe(proc.stdout.fileno(), stop), run.output), daemon=True)]
         for t in threads:
             t.start()
