@@ -9,7 +9,6 @@ written to separate files so that labels can be locked away from student code.
 from __future__ import annotations
 
 import argparse
-import gzip
 import shutil
 import sys
 from pathlib import Path
@@ -17,49 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-IDX_DTYPES: dict[int, np.dtype] = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(">i2"),
-                                   0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-FASHION_MNIST_FILES = {"train": "train-{}-idx{}-ubyte", "test": "t10k-{}-idx{}-ubyte"}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzipped or not): 2 zero bytes, a dtype code, the number of dims, big-endian sizes."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex()})")
-    ndim = raw[3]
-    shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", ndim, offset=4))
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = 4 + 4 * ndim + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"{path}: expected {expected} bytes for shape {shape}, got {len(raw)}")
-    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
-
-
-def _find(folder: Path, stem: str) -> Path:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{folder}: neither {stem} nor {stem}.gz found")
-
-
-def read_fashion_mnist(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 28, 28) uint8 and labels (N,) int64 of one official split ("train" or "test")."""
-    pattern = FASHION_MNIST_FILES[split]
-    images = read_idx(_find(folder, pattern.format("images", 3)))
-    labels = read_idx(_find(folder, pattern.format("labels", 1))).astype(np.int64)
-    if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
-        raise ValueError(f"{folder}: {split} images {images.shape} {images.dtype} do not match labels {labels.shape}")
-    return images, labels
-
-
-def seg_stems(folder: Path) -> list[str]:
-    """Image stems in the assignment's order: a sorted (lexicographic) glob, so 0, 1, 10, 100, 11, ..."""
-    return sorted(p.stem for p in folder.glob("*.jpg"))
-
+from grader.reference import FASHION_MNIST_CLASSES, read_class_list, read_fashion_mnist, seg_stems
 
 def build_q1(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -88,11 +45,6 @@ def build_q2(split_dir: Path, classes: list[str], out: Path) -> int:
         shutil.copyfile(label_path, out / "labels" / f"{stem}.png")
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
     return len(stems)
-
-
-def read_class_list(path: Path) -> list[str]:
-    """Class names from `classes.txt`, one per line, optionally prefixed by a tab-separated id."""
-    return [line.split("\t")[-1].strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ from PIL import Image
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from conftest import REFERENCE
-from grader.build_reference import FASHION_MNIST_CLASSES, get_args_parser, main, read_idx
-from grader.reference import ReferenceDataError, load_q1, load_q2
+from grader.build_reference import get_args_parser, main
+from grader.reference import FASHION_MNIST_CLASSES, ReferenceDataError, load_q1, load_q2, read_idx
 
 
 def write_idx(path: Path, array: np.ndarray, code: int) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from grader.build_reference import read_fashion_mnist
+from grader.reference import read_fashion_mnist
 from submission.models import Q1_ARCHS, q1_ablation_net
 from training.common import RunLog, pick_device, seed_everything
 

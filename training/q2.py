@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-from grader.build_reference import seg_stems
+from grader.reference import seg_stems
 from grader.metrics import SegmentationAccumulator, quantize
 from submission.models import SegNet, imagenet_resnet18_state
 from training.common import RunLog, pick_device, seed_everything
