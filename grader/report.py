@@ -151,21 +151,6 @@ class ResultsFile:
                 pass
 
 
-def write_results(path: Path, results: dict) -> None:
-    """Write atomically (temp file + rename), so a reader never sees half a file."""
-    text = json.dumps(results, indent=2, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
                      extra_tests: list[dict]) -> str:
     blocks = []

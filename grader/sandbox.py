@@ -211,12 +211,12 @@ def _namespace_processes(ns: tuple[int, int]) -> list[int]:
     return found
 
 
-def _stat(pid: str) -> tuple[int, int, str] | None:
-    """(parent pid, session id, state) from /proc/<pid>/stat."""
+def _stat(pid: str) -> tuple[int, int, str, int] | None:
+    """(parent pid, session id, state, flags) from /proc/<pid>/stat."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[1]), int(fields[3]), fields[0]
+        return int(fields[1]), int(fields[3]), fields[0], int(fields[6])
     except (OSError, IndexError, ValueError):
         return None
 
@@ -235,7 +235,7 @@ def _session_processes(session: int, marker: str) -> list[int]:
     me = os.getpid()
     stats = {int(pid): st for pid in _pids() if int(pid) != me and (st := _stat(pid)) is not None and st[2] != "Z"}
     found = set()
-    for pid, (_, sid, _) in stats.items():
+    for pid, (_, sid, _, _) in stats.items():
         chain, seen = pid, set()
         while chain in stats and chain not in seen and chain != me:
             seen.add(chain)
@@ -260,10 +260,10 @@ def _doomed(pid: int) -> bool:
     """True once a process can never run its own code again: it is in exit(), or a SIGKILL is pending for
     it (handled before any return to user space; with hundreds of processes on two cores, some wait
     seconds for the CPU time to die), or it is gone."""
+    st = _stat(str(pid))
+    if st is None or st[3] & PF_EXITING:
+        return True
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            if int(f.read().rsplit(")", 1)[1].split()[6]) & PF_EXITING:
-                return True
         with open(f"/proc/{pid}/status") as f:
             pending = [int(line.split()[1], 16) for line in f if line.startswith(("SigPnd:", "ShdPnd:"))]
         return any(mask & SIGKILL_BIT for mask in pending)
