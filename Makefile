@@ -24,9 +24,9 @@ grade: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# ruff and mypy on the grader (settings in pyproject.toml).
+# ruff on the whole tree, mypy on the grader (settings in pyproject.toml).
 lint: $(STAMP)
-	$(PY) -m ruff check grader
+	$(PY) -m ruff check .
 	$(PY) -m mypy
 
 # The zip instructors upload to Gradescope (tracked files only; setup.sh and run_autograder at its top).

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config, with_overrides
+from grader.config import DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, load_config, with_overrides
 from grader.report import ResultsFile, build_results, fallback_results, terminal_summary
 from grader.sandbox import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"grader: cannot write {args.results}: {exc}", file=sys.stderr)
         return EXIT_GRADER_ERROR
     try:
-        config = with_overrides(load_config(args.config), device=args.device, timeout=args.timeout,
-                                memory_limit=args.memory_limit, output_limit=args.output_limit)
+        overrides = {flag: vars(args)[flag[2:].replace("-", "_")] for flag in OVERRIDES}
+        config = with_overrides(load_config(args.config), device=args.device, overrides=overrides)
         closed = [args.data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
         sandbox = prepare(args.isolation, args.memory_accounting, [p.resolve() for p in closed])
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)

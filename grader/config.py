@@ -14,7 +14,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 DEVICES = ("auto", "cpu", "cuda")
 QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
-UPLOAD_KEYS = ("upload_max_files", "upload_max_mib", "upload_max_depth")
+# Command-line flags that override a setting of every question.
+OVERRIDES = {"--timeout": "time_limit", "--memory-limit": "memory_limit", "--output-limit": "output_limit"}
 
 
 class ConfigError(ValueError):
@@ -22,20 +23,42 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class Bound:
+    """The allowed range of one numeric setting, declared once: the config file and the command-line
+    overrides both check it."""
+
+    kind: type  # int or float
+    low: float
+    inclusive: bool = True  # value >= low, else value > low
+
+    def check(self, where: str, value: Any) -> Any:
+        _check_type(where, value, int if self.kind is int else (int, float))
+        value = self.kind(value)
+        if not math.isfinite(value) or not (value >= self.low if self.inclusive else value > self.low):
+            what = "an integer" if self.kind is int else "a number"
+            raise ConfigError(f"{where}: expected {what} {'>=' if self.inclusive else '>'} {self.low:g}, got {value!r}")
+        return value
+
+
+@dataclass(frozen=True)
 class QuestionConfig:
     key: str = field(metadata={"doc": "q1 or q2"})
     title: str = field(metadata={"doc": "test name shown on Gradescope; must start with Q1/Q2"})
-    points: float = field(metadata={"doc": "maximum score, >= 0"})
+    points: float = field(metadata={"doc": "maximum score", "bound": Bound(float, 0)})
     thresholds: Mapping[str, float] = field(metadata={"doc": "full-credit line per metric, in (0, 1]"})
     partial_credit: str = field(default="proportional", metadata={"doc": "proportional or none"})
     combine: str = field(default="min", metadata={"doc": "how several metric ratios combine: min or mean"})
-    round_to: float = field(default=1.0, metadata={"doc": "partial credit is a multiple of this; 0 = exact"})
+    round_to: float = field(default=1.0, metadata={"doc": "partial credit is a multiple of this; 0 = exact",
+                                                   "bound": Bound(float, 0)})
     rounding: str = field(default="nearest", metadata={"doc": "nearest, down or up"})
     visibility: str = field(default="visible", metadata={"doc": "Gradescope visibility of this test"})
-    batch_size: int = field(default=100, metadata={"doc": "images per predict() call, >= 1"})
-    time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question, > 0"})
-    output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept, >= 0"})
-    memory_limit: int = field(default=6144, metadata={"doc": "MiB of resident memory for the student's processes"})
+    batch_size: int = field(default=100, metadata={"doc": "images per predict() call", "bound": Bound(int, 1)})
+    time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question",
+                                                       "bound": Bound(float, 0, inclusive=False)})
+    output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept",
+                                                      "bound": Bound(int, 0)})
+    memory_limit: int = field(default=6144, metadata={"doc": "MiB of resident memory for the student's processes",
+                                                      "bound": Bound(int, 64)})
     show_output: bool = field(default=True, metadata={"doc": "show the student's printed output in the test"})
 
 
@@ -46,9 +69,9 @@ class GraderConfig:
     visibility: str = "visible"
     stdout_visibility: str = "visible"
     checks: Path | None = None
-    upload_max_files: int = 10_000
-    upload_max_mib: int = 1024
-    upload_max_depth: int = 32
+    upload_max_files: int = field(default=10_000, metadata={"bound": Bound(int, 1)})
+    upload_max_mib: int = field(default=1024, metadata={"bound": Bound(int, 1)})
+    upload_max_depth: int = field(default=32, metadata={"bound": Bound(int, 1)})
     source: Path = DEFAULT_CONFIG
     sha256: str = ""  # of the config file's text, for audits of a regrade
 
@@ -82,19 +105,9 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
     _check_type(where("title"), values["title"], str)
     if not values["title"].upper().startswith(key.upper()):
         raise ConfigError(f"{where('title')}: expected a name starting with '{key.upper()}', got {values['title']!r}")
-    for name in ("points", "round_to", "time_limit"):
-        if name in values:
-            _check_type(where(name), values[name], (int, float))
-            values[name] = float(values[name])
-            if not math.isfinite(values[name]) or values[name] < 0:
-                raise ConfigError(f"{where(name)}: expected a number >= 0, got {values[name]!r}")
-    if values.get("time_limit", 1.0) <= 0:
-        raise ConfigError(f"{where('time_limit')}: expected seconds > 0, got {values['time_limit']!r}")
-    for name, low in (("batch_size", 1), ("output_limit", 0), ("memory_limit", 64)):
-        if name in values:
-            _check_type(where(name), values[name], int)
-            if values[name] < low:
-                raise ConfigError(f"{where(name)}: expected an integer >= {low}, got {values[name]!r}")
+    for name, f in fields.items():
+        if name in values and "bound" in f.metadata:
+            values[name] = f.metadata["bound"].check(where(name), values[name])
     if "show_output" in values and not isinstance(values["show_output"], bool):
         raise ConfigError(f"{where('show_output')}: expected true or false, got {values['show_output']!r}")
     for name, choices in _CHOICES.items():
@@ -129,13 +142,15 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
         if name not in allowed:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
-    grader_keys = ("device", "visibility", "stdout_visibility", "checks", *UPLOAD_KEYS)
+    bounds = {f.name: f.metadata["bound"] for f in dataclasses.fields(GraderConfig) if "bound" in f.metadata}
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks", *bounds)
     for name in grader:
         if name not in grader_keys:
             raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")
-        _check_type(f"{path}: [grader].{name}", grader[name], int if name in UPLOAD_KEYS else str)
-        if name in UPLOAD_KEYS and grader[name] < 1:
-            raise ConfigError(f"{path}: [grader].{name}: expected an integer >= 1, got {grader[name]!r}")
+        if name in bounds:
+            grader[name] = bounds[name].check(f"{path}: [grader].{name}", grader[name])
+        else:
+            _check_type(f"{path}: [grader].{name}", grader[name], str)
     if grader.get("device", "auto") not in DEVICES:
         raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
     for name in ("visibility", "stdout_visibility"):
@@ -152,16 +167,16 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
                         sha256=hashlib.sha256(text.encode()).hexdigest(), **grader)
 
 
-def with_overrides(config: GraderConfig, device: str | None = None, timeout: float | None = None,
-                   memory_limit: int | None = None, output_limit: int | None = None) -> GraderConfig:
-    """Merge command-line overrides, in this one place."""
+def with_overrides(config: GraderConfig, device: str | None = None,
+                   overrides: Mapping[str, float | int | None] = MappingProxyType({})) -> GraderConfig:
+    """Merge command-line overrides, in this one place: `overrides` maps a flag of OVERRIDES to its value
+    (None: not given), checked against the same bound as the config file's key."""
+    bounds = {f.name: f.metadata["bound"] for f in dataclasses.fields(QuestionConfig) if "bound" in f.metadata}
     per_question: dict[str, Any] = {}
-    for flag, name, value, low in (("--timeout", "time_limit", timeout, 0), ("--memory-limit", "memory_limit", memory_limit, 63),
-                                   ("--output-limit", "output_limit", output_limit, -1)):
+    for flag, value in overrides.items():
         if value is not None:
-            if not value > low:
-                raise ConfigError(f"{flag}: expected a number > {low}, got {value!r}")
-            per_question[name] = value
+            name = OVERRIDES[flag]
+            per_question[name] = bounds[name].check(flag, value)
     if per_question:
         questions = {k: dataclasses.replace(q, **per_question) for k, q in config.questions.items()}
         config = dataclasses.replace(config, questions=MappingProxyType(questions))

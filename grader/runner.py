@@ -183,7 +183,6 @@ def run_predictions(
     even start; whatever happens, every process of the run is killed and the scratch folder removed. If a
     process survives, ContainmentError (a GraderError) ends the question and the run.
     """
-    function = f"predict_{question}"
     started = time.monotonic()
     deadline = started + limits.time_limit
     stop = threading.Event()
@@ -204,88 +203,126 @@ def run_predictions(
                    threading.Thread(target=_drain, args=(Pipe(proc.stdout.fileno(), stop), run.output), daemon=True)]
         for t in threads:
             t.start()
-        expected, ready, next_check = 0, False, 0.0
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                raise StudentError("timeout", f"Time limit exceeded: {function} did not finish within "
-                                   f"{limits.time_limit:g} s (loading plus all {len(images)} images; {expected} "
-                                   "graded before the limit)")
-            if now >= next_check:  # on a timer, however busy the channel is
-                next_check = now + POLL_SECONDS
-                if jail.oom_killed():
-                    raise _killed_at_memory_limit(function, limits)
-                used = jail.memory(deadline)
-                if used > limits.memory_bytes:
-                    raise StudentError("memory", f"Memory limit exceeded: {function}'s processes used "
-                                       f"{used / 2**20:.0f} MiB (limit {limits.memory_bytes / 2**20:.0f} MiB)")
-            try:
-                message = messages.get(timeout=max(min(deadline, next_check) - now, 0.001))
-            except queue.Empty:
-                continue
-            if message is None:
-                try:
-                    proc.wait(timeout=max(min(deadline - time.monotonic(), 2), 0.1))
-                except subprocess.TimeoutExpired:
-                    raise StudentError("protocol", f"{function}'s process closed its channel to the grader "
-                                       f"({expected} of {len(images)} images done) but kept running") from None
-                if not ready:
-                    raise GraderError(f"the grader's child process could not start ({_describe_exit(jail.returncode())})"
-                                      f"; its output:\n{run.output.text()}")
-                if jail.oom_killed():
-                    raise _killed_at_memory_limit(function, limits)
-                hint = " (often: out of memory)" if jail.returncode() == -signal.SIGKILL else ""
-                raise StudentError("crash", f"{function} stopped before returning all predictions "
-                                   f"({expected} of {len(images)} images done): {_describe_exit(jail.returncode())}{hint}")
-            kind = message["type"]
-            if kind == "ready" and not ready:
-                ready = True
-                run.device = _text(message.get("device", ""), 20)
-                run.confinement = _text(message.get("confinement", ""), 300)
-            elif not ready:  # e.g. CUDA asked for but missing: the set-up's problem, not the student's
-                raise GraderError(_text(message.get("message", f"the child process sent {kind!r} before starting"), 2000))
-            elif kind == "error":
-                raise StudentError(_text(message.get("kind", "exception"), 40), _text(message.get("message", ""), 2000),
-                                   _text(message.get("traceback", ""), 8000))
-            elif kind == "protocol":
-                raise StudentError("protocol", f"{function}'s process sent malformed data: {_text(message['message'], 400)}")
-            elif kind == "batch":
-                count = min(limits.batch_size, len(images) - expected)
-                if message.get("start") != expected or message.get("count") != count:
-                    raise StudentError("protocol", f"{function}'s process sent batches out of order")
-                if "bad_shape" in message:
-                    raise StudentError("shape", f"{function} returned shape {message['bad_shape']} for a batch of "
-                                       f"{count} images; expected {(count, *tail_shape)}")
-                array = message["array"]
-                if not np.isfinite(array).all():
-                    bad = int(np.size(array) - np.isfinite(array).sum())
-                    raise StudentError("nan", f"{function} returned {bad} NaN or infinite values in the batch "
-                                       f"starting at image {expected}")
-                yield expected, array
-                expected += count
-            elif kind == "done":
-                jail.snapshot()
-                if expected != len(images):
-                    raise StudentError("protocol", f"{function} finished after {expected} of {len(images)} images")
-                try:
-                    proc.wait(timeout=2)  # let it exit on its own, so its last output is flushed
-                except subprocess.TimeoutExpired:
-                    pass
-                return
-            else:
-                raise StudentError("protocol", f"{function}'s process sent an unexpected {kind!r} message")
+        yield from _receive(_Question(f"predict_{question}", len(images), tail_shape, limits, deadline),
+                            proc, jail, messages, run)
     finally:
         run.seconds = time.monotonic() - started
+        _close(jail, stop, threads, channel, proc, run)
+
+
+@dataclass(frozen=True)
+class _Question:
+    function: str  # predict_q1 or predict_q2, for messages
+    images: int
+    tail_shape: tuple[int, ...]
+    limits: Limits
+    deadline: float  # time.monotonic() at which the question's time is up
+
+
+def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Queue,
+             run: ChildRun) -> Generator[tuple[int, np.ndarray], None, None]:
+    """The message loop: check every message from the child, and the time and memory on a timer, until
+    the child reports done (return) or anything goes wrong (raise)."""
+    expected, ready, next_check = 0, False, 0.0
+    while True:
+        now = time.monotonic()
+        if now >= q.deadline:
+            raise StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within "
+                               f"{q.limits.time_limit:g} s (loading plus all {q.images} images; {expected} "
+                               "graded before the limit)")
+        if now >= next_check:  # on a timer, however busy the channel is
+            next_check = now + POLL_SECONDS
+            _check_memory(q, jail)
         try:
-            cleanup = jail.close()
-        except ContainmentError as exc:
-            raise GraderError(str(exc)) from None
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=5)
-            if channel is not None:
-                channel.close()
-            if proc is not None and proc.stdout is not None:
-                proc.stdout.close()
-        run.leftovers, run.leftover_files, run.cleanup_note = cleanup.leftovers, cleanup.removed, cleanup.note
+            message = messages.get(timeout=max(min(q.deadline, next_check) - now, 0.001))
+        except queue.Empty:
+            continue
+        if message is None:
+            raise _channel_closed(q, proc, jail, run, expected, ready)
+        kind = message["type"]
+        if kind == "ready" and not ready:
+            ready = True
+            run.device = _text(message.get("device", ""), 20)
+            run.confinement = _text(message.get("confinement", ""), 300)
+        elif not ready:  # e.g. CUDA asked for but missing: the set-up's problem, not the student's
+            raise GraderError(_text(message.get("message", f"the child process sent {kind!r} before starting"), 2000))
+        elif kind == "error":
+            raise StudentError(_text(message.get("kind", "exception"), 40), _text(message.get("message", ""), 2000),
+                               _text(message.get("traceback", ""), 8000))
+        elif kind == "protocol":
+            raise StudentError("protocol", f"{q.function}'s process sent malformed data: {_text(message['message'], 400)}")
+        elif kind == "batch":
+            yield expected, _checked_batch(q, message, expected)
+            expected += message["count"]
+        elif kind == "done":
+            jail.snapshot()
+            if expected != q.images:
+                raise StudentError("protocol", f"{q.function} finished after {expected} of {q.images} images")
+            try:
+                proc.wait(timeout=2)  # let it exit on its own, so its last output is flushed
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        else:
+            raise StudentError("protocol", f"{q.function}'s process sent an unexpected {kind!r} message")
+
+
+def _check_memory(q: _Question, jail: Jail) -> None:
+    if jail.oom_killed():
+        raise _killed_at_memory_limit(q.function, q.limits)
+    used = jail.memory(q.deadline)
+    if used > q.limits.memory_bytes:
+        raise StudentError("memory", f"Memory limit exceeded: {q.function}'s processes used "
+                           f"{used / 2**20:.0f} MiB (limit {q.limits.memory_bytes / 2**20:.0f} MiB)")
+
+
+def _checked_batch(q: _Question, message: dict, expected: int) -> np.ndarray:
+    count = min(q.limits.batch_size, q.images - expected)
+    if message.get("start") != expected or message.get("count") != count:
+        raise StudentError("protocol", f"{q.function}'s process sent batches out of order")
+    if "bad_shape" in message:
+        raise StudentError("shape", f"{q.function} returned shape {message['bad_shape']} for a batch of "
+                           f"{count} images; expected {(count, *q.tail_shape)}")
+    array = message["array"]
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        raise StudentError("nan", f"{q.function} returned {bad} NaN or infinite values in the batch "
+                           f"starting at image {expected}")
+    return array
+
+
+def _channel_closed(q: _Question, proc: subprocess.Popen, jail: Jail, run: ChildRun, expected: int,
+                    ready: bool) -> Exception:
+    """Why the child closed its channel before saying done: the error to raise."""
+    try:
+        proc.wait(timeout=max(min(q.deadline - time.monotonic(), 2), 0.1))
+    except subprocess.TimeoutExpired:
+        return StudentError("protocol", f"{q.function}'s process closed its channel to the grader "
+                            f"({expected} of {q.images} images done) but kept running")
+    if not ready:
+        return GraderError(f"the grader's child process could not start ({_describe_exit(jail.returncode())})"
+                           f"; its output:\n{run.output.text()}")
+    if jail.oom_killed():
+        return _killed_at_memory_limit(q.function, q.limits)
+    hint = " (often: out of memory)" if jail.returncode() == -signal.SIGKILL else ""
+    return StudentError("crash", f"{q.function} stopped before returning all predictions "
+                        f"({expected} of {q.images} images done): {_describe_exit(jail.returncode())}{hint}")
+
+
+def _close(jail: Jail, stop: threading.Event, threads: list[threading.Thread], channel: Pipe | None,
+           proc: subprocess.Popen | None, run: ChildRun) -> None:
+    """Cleanup, however the question ended: kill and prove gone (Jail.close), then stop the reading
+    threads and close the pipes. A survivor becomes a GraderError that ends the run."""
+    try:
+        cleanup = jail.close()
+    except ContainmentError as exc:
+        raise GraderError(str(exc)) from None
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        if channel is not None:
+            channel.close()
+        if proc is not None and proc.stdout is not None:
+            proc.stdout.close()
+    run.leftovers, run.leftover_files, run.cleanup_note = cleanup.leftovers, cleanup.removed, cleanup.note

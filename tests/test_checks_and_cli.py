@@ -9,7 +9,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from conftest import REPO, SCHEMA, by_question, config_with, grade, make_reference, write_submission
+from conftest import REPO, SCHEMA, config_with, grade, make_reference, write_submission
 from grader.cli import main as grader_main
 
 ZEROS = """

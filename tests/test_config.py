@@ -1,11 +1,13 @@
 """The config file: defaults load, every mistake is refused with a message naming the key."""
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
-from grader.config import DEFAULT_CONFIG, ConfigError, load_config, with_overrides
+from grader.config import DEFAULT_CONFIG, OVERRIDES, ConfigError, load_config, with_overrides
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -30,7 +32,7 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
         ("mIoU = 0.55", "miou = 0.55", r"unknown metric 'miou' \(expected one of: mIoU, mAP\)"),
         ("batch_size = 500", "batch_size = 0", r"\[q1\].batch_size: expected an integer >= 1, got 0"),
         ("batch_size = 500", "batch_size = 2.5", r"\[q1\].batch_size: expected int, got 2.5"),
-        ("time_limit = 600", "time_limit = 0", r"time_limit: expected seconds > 0"),
+        ("time_limit = 600", "time_limit = 0", r"\[q1\].time_limit: expected a number > 0, got 0.0"),
         ('partial_credit = "proportional"', 'partial_credit = "linear"', r"partial_credit: expected one of proportional, none"),
         ('device = "auto"', 'device = "tpu"', r"\[grader\].device: expected one of auto, cpu, cuda, got 'tpu'"),
         ('visibility = "visible"', 'visibility = "public"', r"visibility: expected one of visible, hidden"),
@@ -42,6 +44,8 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
         ("show_output = true", 'show_output = "yes"', r"\[q1\].show_output: expected true or false, got 'yes'"),
         ("memory_limit = 4096", "memory_limit = 10", r"\[q1\].memory_limit: expected an integer >= 64, got 10"),
         ('title = "Q2 semantic segmentation"\n', "", r"\[q2\] is missing 'title'"),
+        ("upload_max_files = 10000", "upload_max_files = 0", r"\[grader\].upload_max_files: expected an integer >= 1, got 0"),
+        ("upload_max_mib = 1024", "upload_max_mib = 1.5", r"\[grader\].upload_max_mib: expected int, got 1.5"),
     ],
 )
 def test_mistakes_are_refused(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -65,15 +69,36 @@ def test_one_question_only(tmp_path: Path) -> None:
 
 
 def test_overrides_merge_in_one_place() -> None:
-    config = with_overrides(load_config(), device="cpu", timeout=12)
+    config = with_overrides(load_config(), device="cpu", overrides={"--timeout": 12, "--memory-limit": None})
     assert config.device == "cpu"
     assert {q.time_limit for q in config.questions.values()} == {12.0}
-    with pytest.raises(ConfigError, match="--timeout: expected a number > 0, got 0"):
-        with_overrides(config, timeout=0)
-    config = with_overrides(config, memory_limit=512, output_limit=0)
+    config = with_overrides(config, overrides={"--memory-limit": 512, "--output-limit": 0})
     assert {(q.memory_limit, q.output_limit) for q in config.questions.values()} == {(512, 0)}
-    with pytest.raises(ConfigError, match="--memory-limit: expected a number > 63"):
-        with_overrides(config, memory_limit=10)
+
+
+@pytest.mark.parametrize(("flag", "key", "bad", "good"), [
+    ("--timeout", "time_limit", 0, 0.5), ("--memory-limit", "memory_limit", 63, 64), ("--output-limit", "output_limit", -1, 0),
+])
+def test_overrides_have_the_config_files_bounds(tmp_path: Path, flag: str, key: str, bad: float, good: float) -> None:
+    """The same value is refused (or accepted) on the command line and in the file, with one message."""
+    def text(value: float) -> str:  # q1's key set to value
+        return re.sub(rf"^{key} = .*$", f"{key} = {value}", DEFAULT_CONFIG.read_text(), count=1, flags=re.M)
+
+    with pytest.raises(ConfigError, match=rf"\[q1\].{key}: expected .* got {bad}") as in_file:
+        load_config(write(tmp_path, text(bad)))
+    with pytest.raises(ConfigError, match=f"^{flag}: expected .* got {bad}") as on_line:
+        with_overrides(load_config(), overrides={flag: bad})
+    assert str(in_file.value).split(": expected")[1] == str(on_line.value).split(": expected")[1]
+    assert getattr(load_config(write(tmp_path, text(good))).questions["q1"], key) == good
+    assert with_overrides(load_config(), overrides={flag: good}).questions["q2"] == \
+        dataclasses.replace(load_config().questions["q2"], **{key: good})
+
+
+def test_every_override_is_a_flag() -> None:
+    from grader.cli import get_args_parser
+
+    flags = {o for action in get_args_parser()._actions for o in action.option_strings}
+    assert set(OVERRIDES) <= flags
 
 
 def test_config_is_frozen() -> None:

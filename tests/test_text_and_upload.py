@@ -20,7 +20,8 @@ def shown_safely(text: str, newlines: bool) -> bool:
     allowed = {"\n", "\t"} if newlines else set()
     for ch in text:
         category = unicodedata.category(ch)
-        if ch not in allowed and (category in ("Cc", "Cs", "Zl", "Zp") or ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"):
+        bidi = ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+        if ch not in allowed and (category in ("Cc", "Cs", "Zl", "Zp") or bidi):
             return False
     return True
 

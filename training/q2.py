@@ -51,7 +51,8 @@ def resolve_backbone(args: argparse.Namespace, out: Path) -> tuple[str | None, s
     return str(path), "ImageNet-pretrained ResNet18 (torchvision download)"
 
 
-def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator, min_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,
+            min_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Random resized crop (area in [min_scale, 1]) + horizontal flip, the same for image and label."""
     out_images, out_labels = [], []
     h, w = images.shape[-2:]
@@ -105,7 +106,6 @@ def main(args: argparse.Namespace) -> dict:
     else:
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     start = time.perf_counter()
-    best: dict = {}
     for epoch in range(1, args.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=gen)
