@@ -85,6 +85,11 @@ class GraderConfig:
         return sum(q.points for q in self.questions.values())
 
 
+def _bounds(cls: type) -> dict[str, Bound]:
+    """The Bound of every numeric field of a config dataclass, by field name."""
+    return {f.name: f.metadata["bound"] for f in dataclasses.fields(cls) if "bound" in f.metadata}
+
+
 _CHOICES = {
     "partial_credit": ("proportional", "none"), "combine": ("min", "mean"),
     "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES,
@@ -110,9 +115,9 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
     _check_type(where("title"), values["title"], str)
     if not values["title"].upper().startswith(key.upper()):
         raise ConfigError(f"{where('title')}: expected a name starting with '{key.upper()}', got {values['title']!r}")
-    for name, f in fields.items():
-        if name in values and "bound" in f.metadata:
-            values[name] = f.metadata["bound"].check(where(name), values[name])
+    for name, bound in _bounds(QuestionConfig).items():
+        if name in values:
+            values[name] = bound.check(where(name), values[name])
     if "show_output" in values and not isinstance(values["show_output"], bool):
         raise ConfigError(f"{where('show_output')}: expected true or false, got {values['show_output']!r}")
     for name, choices in _CHOICES.items():
@@ -147,7 +152,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
         if name not in allowed:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
-    bounds = {f.name: f.metadata["bound"] for f in dataclasses.fields(GraderConfig) if "bound" in f.metadata}
+    bounds = _bounds(GraderConfig)
     grader_keys = ("device", "visibility", "stdout_visibility", "checks", *bounds)
     for name in grader:
         if name not in grader_keys:
@@ -176,7 +181,7 @@ def with_overrides(config: GraderConfig, device: str | None = None,
                    overrides: Mapping[str, float | int | None] = MappingProxyType({})) -> GraderConfig:
     """Merge command-line overrides, in this one place: `overrides` maps a flag of OVERRIDES to its value
     (None: not given), checked against the same bound as the config file's key."""
-    bounds = {f.name: f.metadata["bound"] for f in dataclasses.fields(QuestionConfig) if "bound" in f.metadata}
+    bounds = _bounds(QuestionConfig)
     per_question: dict[str, Any] = {}
     for flag, value in overrides.items():
         if value is not None:
