@@ -1,15 +1,30 @@
 # Two commands do all the set-up on a fresh machine: `make grade` and `make test`.
 # The system Python when it is recent enough, else the first python3 on PATH. As root, student code runs
 # as an unprivileged user, which must be able to run the interpreter: a pyenv Python under /root cannot.
-PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' \
 	2>/dev/null && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 RESULTS ?= results/results.json
 DEVICE ?= auto
+# The folder graded by every grading target (grade, docker-grade, submission-zip).
+SUBMISSION ?= submission
+# Docker: the image's name, its base (Gradescope's default), torch's wheel index (CPU builds; empty: PyPI's
+# CUDA builds), a CA bundle pip must trust while building (a proxy's), the limits of the run (Gradescope's
+# defaults), GPU=1 for --gpus all.
+IMAGE ?= mp-grader
+BASE ?= ubuntu:22.04
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+CA_BUNDLE ?=
+DOCKER_LIMITS ?= --cpus 0.5 --memory 768m --network none
+GPU ?=
+DOCKER_RESULTS ?= results/docker
+# The secret reference data the autograder zip grades on (a folder outside the repository), and its config.
+REFERENCE ?=
+CONFIG ?= grader/config.toml
 
-.PHONY: grade test lint setup autograder
+.PHONY: grade test lint setup autograder submission-zip docker-image docker-grade docker-test
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -18,7 +33,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 grade: $(STAMP)
-	$(PY) -m grader --submission submission --data reference_data --results $(RESULTS) --device $(DEVICE) \
+	$(PY) -m grader --submission $(SUBMISSION) --data reference_data --results $(RESULTS) --device $(DEVICE) --config $(CONFIG) \
 		--plots $(dir $(RESULTS))plots
 
 test: $(STAMP)
@@ -29,7 +44,26 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# The zip instructors upload to Gradescope (tracked files only; setup.sh and run_autograder at its top).
-autograder:
-	git archive --format=zip -o autograder.zip HEAD setup.sh run_autograder requirements.txt grader reference_data
-	@echo "autograder.zip: upload it as the autograder (base image: Ubuntu 24.04)"
+# The zip students upload: the files of $(SUBMISSION) at its top, after a trial run of predict.py.
+submission-zip: $(STAMP)
+	$(PY) -m grader.package submission $(SUBMISSION) --config $(CONFIG) --out submission.zip
+
+# The zip instructors upload to Gradescope, from the working tree, grading on $(REFERENCE).
+autograder: $(STAMP)
+	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out autograder.zip
+
+# CA_BUNDLE replaces build-ca/extra.crt; without it build-ca/ stays as it is (so the cached install stands).
+docker-image:
+	if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" build-ca/extra.crt; fi
+	docker build -t $(IMAGE) --build-arg BASE=$(BASE) --build-arg TORCH_INDEX=$(TORCH_INDEX) .
+
+# Gradescope's documented local run of the autograder, under its default limits.
+docker-grade: docker-image
+	mkdir -p $(DOCKER_RESULTS)
+	docker run --rm $(DOCKER_LIMITS) $(if $(GPU),--gpus all) -v "$(abspath $(SUBMISSION)):/autograder/submission:ro" \
+		-v "$(abspath $(DOCKER_RESULTS)):/autograder/results" $(IMAGE) /autograder/run_autograder
+	@echo "results written to $(DOCKER_RESULTS)/results.json"
+
+# Builds the image on a local stand-in base and grades inside it (skips, saying why, without a daemon).
+docker-test: $(STAMP)
+	MP_GRADER_DOCKER_TEST=1 $(PY) -m pytest -q -s tests/docker

@@ -5,18 +5,25 @@
 Q1 comes from the official Fashion-MNIST IDX files (the t10k split by default), Q2 from the assignment's
 folder layout (`N.jpg` + `N.png`). Instructors point it at their own secret data; images and labels are
 written to separate files so that labels can be locked away from student code.
+
+The folder is built beside --out and renamed into place only once it loads as the grader loads it: an
+existing folder is never merged into (old images would be graded with the new), and is replaced only
+with --replace.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from grader.reference import FASHION_MNIST_CLASSES, read_class_list, read_fashion_mnist, seg_stems
+from grader.reference import (FASHION_MNIST_CLASSES, ReferenceDataError, load_reference, read_class_list,
+                              read_fashion_mnist, seg_stems)
 
 def build_q1(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -54,21 +61,52 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-split", type=Path, help="folder of N.jpg + N.png (e.g. mp4-seg/val) for Q2")
     p.add_argument("--seg-classes", type=Path, help="classes.txt for Q2 (default: beside --seg-split)")
     p.add_argument("--out", type=Path, default=Path("reference_data"), help="output folder (default: reference_data)")
+    p.add_argument("--replace", action="store_true", help="replace --out if it exists (never merged into)")
     return p
+
+
+def _build(args: argparse.Namespace, out: Path) -> list[str]:
+    """Write the reference layout into the new folder `out`, check it loads, and say what it holds."""
+    lines = []
+    if args.fashion_mnist is not None:
+        images, labels = read_fashion_mnist(args.fashion_mnist, args.q1_split)
+        build_q1(images, labels, FASHION_MNIST_CLASSES, out / "q1")
+        lines.append(f"q1: {len(images)} images ({args.q1_split} split of {args.fashion_mnist})")
+    if args.seg_split is not None:
+        classes = read_class_list(args.seg_classes or args.seg_split.parent / "classes.txt")
+        n = build_q2(args.seg_split, classes, out / "q2")
+        lines.append(f"q2: {n} images from {args.seg_split}")
+    for question in ("q1", "q2"):
+        if (out / question).is_dir():
+            load_reference(out, question)
+    return lines
 
 
 def main(args: argparse.Namespace) -> int:
     if args.fashion_mnist is None and args.seg_split is None:
         print("nothing to build: give --fashion-mnist and/or --seg-split", file=sys.stderr)
         return 2
-    if args.fashion_mnist is not None:
-        images, labels = read_fashion_mnist(args.fashion_mnist, args.q1_split)
-        build_q1(images, labels, FASHION_MNIST_CLASSES, args.out / "q1")
-        print(f"q1: {len(images)} images -> {args.out / 'q1'}")
-    if args.seg_split is not None:
-        classes = read_class_list(args.seg_classes or args.seg_split.parent / "classes.txt")
-        n = build_q2(args.seg_split, classes, args.out / "q2")
-        print(f"q2: {n} images -> {args.out / 'q2'}")
+    out = args.out
+    if out.exists() and not args.replace:
+        print(f"build_reference: {out} exists; it is never merged into: give a new folder, or --replace", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        lines = _build(args, partial)
+        os.chmod(partial, 0o755)
+        if out.exists():  # two renames: --out is the old folder or the new one, never a mixture
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.rename(out, old / out.name)
+            os.rename(partial, out)
+            shutil.rmtree(old)
+        else:
+            os.rename(partial, out)
+    except (OSError, ValueError, ReferenceDataError) as exc:  # FileNotFoundError, a bad IDX or label file
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"build_reference: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(f"{line} -> {out / line[:2]}" for line in lines))
     return 0
 
 

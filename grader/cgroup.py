@@ -14,6 +14,7 @@ import secrets
 import time
 from pathlib import Path
 
+NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 MARGIN = 64 * 2**20  # the hard limit sits this far above the grader's own, so the grader's clear message comes first
 
 
@@ -45,6 +46,54 @@ def _read_key(path: Path, key: str) -> int:
         if name == key:
             return int(value)
     return 0
+
+
+def resident_bytes(pid: int | str) -> int:
+    """Resident anonymous and shared memory (RssAnon + RssShmem): what a memory cgroup charges and cannot
+    reclaim. Pages of files mapped from disk (the libraries: over 300 MiB for CUDA builds of torch) are
+    left out, as the cgroup's count leaves them out: the kernel can drop and reread them."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith(("RssAnon:", "RssShmem:")))
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def enclosing_limit() -> int | None:
+    """Bytes the cgroup this process runs in may use (a container's --memory), or None when unlimited.
+
+    Inside a container the cgroup file system shows the container's own cgroup at its mount point; on a
+    plain machine the process's own path below it. Either way every limit on the path counts."""
+    limits = []
+    for point, fstype, options in _mounts():
+        if fstype == "cgroup2":
+            own, name = _own_path(""), "memory.max"
+        elif fstype == "cgroup" and "memory" in options.split(","):
+            own, name = _own_path("memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        folder = Path(point) / (own or "").lstrip("/")
+        folders = [folder, *folder.parents] if folder.is_dir() else [Path(point)]
+        for f in folders:
+            try:
+                value = (f / name).read_text().strip()
+            except OSError:
+                pass
+            else:
+                if value.isdigit() and int(value) < NO_LIMIT:
+                    limits.append(int(value))
+            if f == Path(point):
+                break
+    return min(limits, default=None)
+
+
+def memory_left_mib(reserve: int = MARGIN) -> int | None:
+    """MiB of the enclosing limit a student's processes may have: what the grader does not already use,
+    less `reserve` for what it will (reports, metrics). None when there is no limit."""
+    limit = enclosing_limit()
+    if limit is None:
+        return None
+    return max(limit - resident_bytes("self") - reserve, 0) // 2**20
 
 
 class MemoryCgroup:

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from grader.config import DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, load_config, with_overrides
+from grader.cgroup import memory_left_mib
+from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, fit_memory, load_config,
+                           with_overrides)
 from grader.report import ResultsFile, build_results, fallback_results, terminal_summary
 from grader.sandbox import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
 from grader.text import printable
-from grader.upload import UploadError, UploadLimits, stage_upload
+from grader.upload import UploadError, stage_upload
 
 EXIT_GRADER_ERROR = 2
 
@@ -121,21 +123,21 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
     return results, scores, classes, staff_problem
 
 
-def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) -> Graded:
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, notes: list[str] | None = None) -> Graded:
     """Grade every configured question: check and stage the upload, run each question in the sandbox with
-    the grader's files closed, then the instructor's checks."""
+    the grader's files closed, then the instructor's checks. `notes` go into the report and the summary."""
     from grader.checks import load_checks, run_checks
 
     started = time.monotonic()
     suite = load_checks(config.checks) if config.checks else None
-    limits = UploadLimits(config.upload_max_files, config.upload_max_mib * 2**20, config.upload_max_depth)
+    limits = config.upload_limits
     staging = None
     try:
         staging = stage_upload(submission, limits)
-        submission, problem, notes = locate_submission(staging)
+        submission, problem, found = locate_submission(staging)
     except UploadError as exc:
-        problem, notes = f"Your submission cannot be graded: {exc}", []
-    notes.append(sandbox.note)
+        problem, found = f"Your submission cannot be graded: {exc}", []
+    notes = [*found, *(notes or []), sandbox.note]
     with _removed(staging):
         with protected(sandbox):
             results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem)
@@ -144,7 +146,8 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox) 
         metrics = {k: r.reported_metrics for k, r in results.items()}
         extra, board = run_checks(suite, submission, metrics) if suite is not None else ([], [])
     report = build_results(config, results, scores, extra, time.monotonic() - started, notes, board)
-    return Graded(report, terminal_summary(config, results, scores, extra), staff_problem, results, classes)
+    summary = "\n".join([terminal_summary(config, results, scores, extra), *notes])
+    return Graded(report, summary, staff_problem, results, classes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {flag: vars(args)[flag[2:].replace("-", "_")] for flag in OVERRIDES}
         config = with_overrides(load_config(args.config), device=args.device, overrides=overrides)
+        config, memory_notes = fit_memory(config, memory_left_mib(), "the memory limit of this machine or container")
         closed = [args.data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
         sandbox = prepare(args.isolation, args.memory_accounting, [p.resolve() for p in closed])
-        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox)
+        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, memory_notes)
         if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
             sandbox.sweep([args.results.resolve().parent])
     except (ConfigError, SandboxError) as exc:

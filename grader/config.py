@@ -10,6 +10,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from grader.upload import UploadLimits
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Gradescope's default base image (Ubuntu 22.04) has Python 3.10
@@ -21,6 +23,9 @@ DEVICES = ("auto", "cpu", "cuda")
 QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
 # Command-line flags that override a setting of every question.
 OVERRIDES = {"--timeout": "time_limit", "--memory-limit": "memory_limit", "--output-limit": "output_limit"}
+# Seconds of a run that are not the questions' own: the grader's start, reading the reference data, the
+# instructor's checks and the reports (measured: under 30 s at Gradescope's default 0.5 CPU).
+RESERVE_SECONDS = 60
 
 
 class ConfigError(ValueError):
@@ -58,11 +63,11 @@ class QuestionConfig:
     rounding: str = field(default="nearest", metadata={"doc": "nearest, down or up"})
     visibility: str = field(default="visible", metadata={"doc": "Gradescope visibility of this test"})
     batch_size: int = field(default=100, metadata={"doc": "images per predict() call", "bound": Bound(int, 1)})
-    time_limit: float = field(default=600.0, metadata={"doc": "seconds for the whole question",
+    time_limit: float = field(default=240.0, metadata={"doc": "seconds for the whole question",
                                                        "bound": Bound(float, 0, inclusive=False)})
     output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept",
                                                       "bound": Bound(int, 0)})
-    memory_limit: int = field(default=6144, metadata={"doc": "MiB of resident memory for the student's processes",
+    memory_limit: int = field(default=2048, metadata={"doc": "MiB of anonymous + shared memory of the student's processes",
                                                       "bound": Bound(int, 64)})
     show_output: bool = field(default=True, metadata={"doc": "show the student's printed output in the test"})
 
@@ -77,12 +82,21 @@ class GraderConfig:
     upload_max_files: int = field(default=10_000, metadata={"bound": Bound(int, 1)})
     upload_max_mib: int = field(default=1024, metadata={"bound": Bound(int, 1)})
     upload_max_depth: int = field(default=32, metadata={"bound": Bound(int, 1)})
+    upload_max_file_mib: int = field(default=100, metadata={"bound": Bound(int, 1)})
+    # Gradescope's autograder timeout for the assignment (its default: 10 minutes): the question time
+    # limits must fit inside it with RESERVE_SECONDS to spare, or Gradescope kills the run mid-question.
+    time_budget: float = field(default=600.0, metadata={"bound": Bound(float, 0, inclusive=False)})
     source: Path = DEFAULT_CONFIG
     sha256: str = ""  # of the config file's text, for audits of a regrade
 
     @property
     def max_score(self) -> float:
         return sum(q.points for q in self.questions.values())
+
+    @property
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(self.upload_max_files, self.upload_max_mib * 2**20, self.upload_max_depth,
+                            self.upload_max_file_mib * 2**20)
 
 
 def _bounds(cls: type) -> dict[str, Bound]:
@@ -169,12 +183,34 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
     questions = {key: _question(path, key, raw[key]) for key in QUESTION_METRICS if key in raw}
     if not questions:
         raise ConfigError(f"{path}: no question configured (expected [q1] and/or [q2])")
+    needed = sum(q.time_limit for q in questions.values()) + RESERVE_SECONDS
+    budget = grader.get("time_budget", GraderConfig.time_budget)
+    if needed > budget:
+        parts = " + ".join(f"[{k}].time_limit {q.time_limit:g}" for k, q in questions.items())
+        raise ConfigError(f"{path}: {parts} + {RESERVE_SECONDS} s for the grader itself = {needed:g} s, more than "
+                          f"[grader].time_budget {budget:g} s (the assignment's autograder timeout on Gradescope): "
+                          "lower the time limits, or raise the timeout in Gradescope's settings and time_budget here")
     checks = grader.pop("checks", "")
     checks_dir = (path.parent / checks).resolve() if checks else None
     if checks_dir is not None and not checks_dir.is_dir():
         raise ConfigError(f"{path}: [grader].checks: folder {checks_dir} does not exist")
     return GraderConfig(questions=MappingProxyType(questions), checks=checks_dir, source=path,
                         sha256=hashlib.sha256(text.encode()).hexdigest(), **grader)
+
+
+def fit_memory(config: GraderConfig, available_mib: int | None, where: str) -> tuple[GraderConfig, list[str]]:
+    """Lower each question's memory_limit to what the machine leaves the student (`available_mib`, None
+    when unlimited), with a note for results.json: past it the kernel would kill at random, the grader
+    included, instead of the grader stopping the student with a clear message."""
+    if available_mib is None:
+        return config, []
+    notes, questions = [], dict(config.questions)
+    for key, q in config.questions.items():
+        if q.memory_limit > available_mib:
+            questions[key] = dataclasses.replace(q, memory_limit=max(available_mib, 64))
+            notes.append(f"Note: {key.upper()}'s memory limit is {questions[key].memory_limit} MiB, not the configured "
+                         f"{q.memory_limit} MiB: that is what {where} leaves for your code.")
+    return dataclasses.replace(config, questions=MappingProxyType(questions)), notes
 
 
 def with_overrides(config: GraderConfig, device: str | None = None,

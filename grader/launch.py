@@ -3,8 +3,9 @@
 Run by the grader as `python -I -S launch.py OPTIONS -- PROGRAM ARGS...`: -I and -S keep every file of the
 submission (and every site-packages) out of its imports. While still the grader's user it moves itself
 into the question's memory cgroup (so that everything it starts is counted and listed there, with no
-window in which a process runs outside), then, when root, gives up root for good: no supplementary groups,
-real, effective and saved ids all the student's. It checks the result before it execs the program.
+window in which a process runs outside) and puts itself first in line for the kernel's OOM killer; then,
+when root, it gives up root for good: no supplementary groups, real, effective and saved ids all the
+student's. It checks the result before it execs the program.
 """
 import json
 import os
@@ -16,6 +17,10 @@ def main(argv: list[str]) -> None:
     if options.get("cgroup_procs"):
         with open(options["cgroup_procs"], "w") as f:
             f.write(str(os.getpid()))
+    # First in line for the kernel's OOM killer (inherited by every process it starts): when the whole
+    # container runs short of memory, the student's process dies, not the grader that reports it.
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     if options.get("uid") is not None:
         uid, gid = options["uid"], options["gid"]
         os.setgroups([])

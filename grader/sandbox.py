@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from grader.cgroup import MemoryCgroup
+from grader.cgroup import MemoryCgroup, resident_bytes
 from grader.text import printable
 
 DEFAULT_USER = "grader-student"
@@ -61,7 +61,6 @@ SIGKILL_BIT = 1 << (signal.SIGKILL - 1)  # in the pending-signal masks of /proc/
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
@@ -283,28 +282,22 @@ def _reap_orphans(spare: int) -> None:
                 pass
 
 
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
 def _pss(pid: int) -> int:
+    """The proportional share of the same (where the kernel lacks the split: the resident sum)."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration, ValueError):
-        return _rss(pid)
+            parts = [int(line.split()[1]) * 1024 for line in f if line.startswith(("Pss_Anon:", "Pss_Shmem:"))]
+    except (OSError, ValueError):
+        parts = []
+    return sum(parts) if len(parts) == 2 else resident_bytes(pid)
 
 
 def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
-    """Memory of these processes together, never overestimated. The cheap sum of resident sets counts
+    """Anonymous and shared memory of these processes together, never overestimated. The cheap sum counts
     pages that forked processes share once per process; only when it exceeds `limit` is the fair (and
     slow) sum of proportional set sizes taken, where shared pages count once. That sum stops early at
     `limit` or at `deadline` (time.monotonic()), so a fork bomb cannot stall the time limit."""
-    rss = sum(_rss(pid) for pid in pids)
+    rss = sum(resident_bytes(pid) for pid in pids)
     if rss <= limit:
         return rss
     pss = 0

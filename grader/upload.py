@@ -52,6 +52,11 @@ class UploadLimits:
     max_files: int
     max_bytes: int
     max_depth: int
+    max_file_bytes: int | None = None  # one file's cap (the weights), None for none
+
+    @staticmethod
+    def mib(n: int) -> str:
+        return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def check_upload(root: Path, limits: UploadLimits) -> None:
@@ -77,9 +82,12 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
                     stack.append((Path(entry.path), depth + 1))
                 elif stat.S_ISREG(st.st_mode):
                     total += st.st_size
+                    if limits.max_file_bytes is not None and st.st_size > limits.max_file_bytes:
+                        raise UploadError(f"{where} is {st.st_size / 2**20:.1f} MiB, more than the "
+                                          f"{limits.mib(limits.max_file_bytes)} one file may have")
                     if total > limits.max_bytes:
-                        cap = f"{limits.max_bytes / 2**20:.0f} MiB" if limits.max_bytes >= 2**20 else f"{limits.max_bytes} bytes"
-                        raise UploadError(f"the submission's files add up to more than {cap} (reached at {where})")
+                        raise UploadError(f"the submission's files add up to more than {limits.mib(limits.max_bytes)} "
+                                          f"(reached at {where})")
                 else:
                     kind = KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
                     raise UploadError(f"{where} is {kind}: only regular files and folders can be graded"

@@ -63,23 +63,53 @@ def test_committed_q2_is_the_assignment_val_split() -> None:
 
 def test_rebuild_matches_committed_data(tmp_path: Path, shared_data: Path) -> None:
     args = get_args_parser().parse_args(["--fashion-mnist", str(shared_data / "fashion-mnist"),
-                                         "--seg-split", str(shared_data / "mp4-seg" / "val"), "--out", str(tmp_path)])
+                                         "--seg-split", str(shared_data / "mp4-seg" / "val"), "--out", str(tmp_path / "ref")])
     assert main(args) == 0
     for rel in ("q1/images.npy", "q1/labels.npy", "q1/classes.txt", "q2/classes.txt", "q2/images/0.jpg", "q2/labels/99.png"):
-        assert (tmp_path / rel).read_bytes() == (REFERENCE / rel).read_bytes(), rel
+        assert (tmp_path / "ref" / rel).read_bytes() == (REFERENCE / rel).read_bytes(), rel
 
 
-def test_q2_builder_and_loader_refuse_bad_labels(tmp_path: Path) -> None:
-    split = tmp_path / "split"
-    split.mkdir()
-    Image.new("RGB", (8, 8)).save(split / "0.jpg")
-    Image.fromarray(np.full((8, 8), 9, np.uint8)).save(split / "0.png")
-    (tmp_path / "classes.txt").write_text("a\nb\n")
-    args = get_args_parser().parse_args(["--seg-split", str(split), "--out", str(tmp_path / "out")])
-    with pytest.raises(ValueError, match="ids < 2"):
-        main(args)
+def _split(folder: Path, stems: range, label: int = 1) -> Path:
+    folder.mkdir(parents=True)
+    for stem in stems:
+        Image.new("RGB", (8, 8)).save(folder / f"{stem}.jpg")
+        Image.fromarray(np.full((8, 8), label, np.uint8)).save(folder / f"{stem}.png")
+    (folder.parent / "classes.txt").write_text("a\nb\n")
+    return folder
+
+
+def build(*argv: str) -> int:
+    return main(get_args_parser().parse_args(list(argv)))
+
+
+def test_q2_builder_and_loader_refuse_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    split = _split(tmp_path / "split", range(1), label=9)
+    assert build("--seg-split", str(split), "--out", str(tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "ids < 2" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.txt", "split"]  # no half-built folder left
     out = tmp_path / "ref"
     shutil.copytree(REFERENCE / "q2", out, ignore=shutil.ignore_patterns("[1-9]*"))
     (out / "labels" / "0.png").unlink()
     with pytest.raises(ReferenceDataError, match="0.png is missing"):
         load_q2(out)
+
+
+def test_an_existing_folder_is_never_merged_into(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The trap: a 30-image secret split built over the 100 public images gave 130 graded images."""
+    out = tmp_path / "ref"
+    assert build("--seg-split", str(_split(tmp_path / "public", range(5))), "--out", str(out)) == 0
+    secret = _split(tmp_path / "secret" / "val", range(100, 103))
+    assert build("--seg-split", str(secret), "--out", str(out)) == 2
+    assert "exists; it is never merged into" in capsys.readouterr().err
+    assert len(load_q2(out / "q2")) == 5
+    assert build("--seg-split", str(secret), "--out", str(out), "--replace") == 0
+    assert load_q2(out / "q2").names == ["100", "101", "102"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.txt", "public", "ref", "secret"]
+
+
+def test_a_wrong_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert build("--fashion-mnist", str(tmp_path / "nowhere"), "--out", str(tmp_path / "ref")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("build_reference: ") and err.count("\n") == 1 and "nowhere" in err
+    assert not (tmp_path / "ref").exists()

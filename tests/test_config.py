@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.config import DEFAULT_CONFIG, OVERRIDES, ConfigError, load_config, with_overrides
+from grader.config import fit_memory, DEFAULT_CONFIG, OVERRIDES, ConfigError, load_config, with_overrides
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -32,7 +32,7 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
         ("mIoU = 0.55", "miou = 0.55", r"unknown metric 'miou' \(expected one of: mIoU, mAP\)"),
         ("batch_size = 500", "batch_size = 0", r"\[q1\].batch_size: expected an integer >= 1, got 0"),
         ("batch_size = 500", "batch_size = 2.5", r"\[q1\].batch_size: expected int, got 2.5"),
-        ("time_limit = 600", "time_limit = 0", r"\[q1\].time_limit: expected a number > 0, got 0.0"),
+        ("time_limit = 240", "time_limit = 0", r"\[q1\].time_limit: expected a number > 0, got 0.0"),
         ('partial_credit = "proportional"', 'partial_credit = "linear"', r"partial_credit: expected one of proportional, none"),
         ('device = "auto"', 'device = "tpu"', r"\[grader\].device: expected one of auto, cpu, cuda, got 'tpu'"),
         ('visibility = "visible"', 'visibility = "public"', r"visibility: expected one of visible, hidden"),
@@ -42,10 +42,17 @@ def edited(tmp_path: Path, old: str, new: str) -> Path:
         ('title = "Q1 Fashion-MNIST classification"', 'title = "Fashion"', r"expected a name starting with 'Q1'"),
         ("thresholds = { accuracy = 0.90 }", "thresholds = {}", r"expected at least one of accuracy"),
         ("show_output = true", 'show_output = "yes"', r"\[q1\].show_output: expected true or false, got 'yes'"),
-        ("memory_limit = 4096", "memory_limit = 10", r"\[q1\].memory_limit: expected an integer >= 64, got 10"),
+        ("memory_limit = 2048", "memory_limit = 10", r"\[q1\].memory_limit: expected an integer >= 64, got 10"),
         ('title = "Q2 semantic segmentation"\n', "", r"\[q2\] is missing 'title'"),
         ("upload_max_files = 10000", "upload_max_files = 0", r"\[grader\].upload_max_files: expected an integer >= 1, got 0"),
         ("upload_max_mib = 1024", "upload_max_mib = 1.5", r"\[grader\].upload_max_mib: expected int, got 1.5"),
+        ("upload_max_file_mib = 100", "upload_max_file_mib = 0", r"\[grader\].upload_max_file_mib: expected an integer >= 1"),
+        ("time_budget = 600", "time_budget = 0", r"\[grader\].time_budget: expected a number > 0, got 0.0"),
+        # Gradescope kills a run past its timeout, with no results at all: refused before any upload.
+        ("time_limit = 300", "time_limit = 301",
+         r"\[q1\].time_limit 240 \+ \[q2\].time_limit 301 \+ 60 s for the grader itself = 601 s, more than "
+         r"\[grader\].time_budget 600 s"),
+        ("time_budget = 600", "time_budget = 599", r"= 600 s, more than \[grader\].time_budget 599 s"),
     ],
 )
 def test_mistakes_are_refused(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -107,3 +114,22 @@ def test_config_is_frozen() -> None:
         config.device = "cuda"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.questions["q1"].thresholds["accuracy"] = 0.1  # type: ignore[index]
+
+
+def test_a_longer_time_budget_admits_longer_limits(tmp_path: Path) -> None:
+    text = DEFAULT_CONFIG.read_text().replace("time_budget = 600", "time_budget = 1200")
+    config = load_config(write(tmp_path, text.replace("time_limit = 300", "time_limit = 900")))
+    assert config.time_budget == 1200 and config.questions["q2"].time_limit == 900
+
+
+def test_memory_limits_are_lowered_to_what_the_machine_leaves() -> None:
+    config = load_config()  # 2048 MiB each
+    same, notes = fit_memory(config, None, "the container")
+    assert same == config and notes == []
+    same, notes = fit_memory(config, 4000, "the container")
+    assert same == config and notes == []
+    lowered, notes = fit_memory(config, 600, "the container")
+    assert {q.memory_limit for q in lowered.questions.values()} == {600}
+    assert notes[0] == ("Note: Q1's memory limit is 600 MiB, not the configured 2048 MiB: "
+                        "that is what the container leaves for your code.")
+    assert len(notes) == 2 and lowered.questions["q1"].time_limit == config.questions["q1"].time_limit

@@ -509,9 +509,10 @@ def upload_case(root: Path, case: str) -> None:
         folder.mkdir(parents=True)
     elif case == "symlink":
         (root / "others").symlink_to("/etc")
-    elif case == "sparse":
-        with open(root / "weights.pt", "wb") as f:
-            f.truncate(3 * 2**30)
+    elif case == "sparse":  # 11 files of 99 MiB, each under the per-file cap, that take no disk space
+        for i in range(11):
+            with open(root / f"weights{i}.pt", "wb") as f:
+                f.truncate(99 * 2**20)
     elif case == "many_files":
         (root / "many").mkdir()
         for i in range(10_050):

@@ -125,3 +125,12 @@ def test_uploads_outside_the_caps_are_refused(tmp_path: Path, case: str, message
 def test_a_missing_upload_is_the_students_error(tmp_path: Path) -> None:
     with pytest.raises(UploadError, match="no submission was found"):
         check_upload(tmp_path / "nothing", LIMITS)
+
+
+def test_one_file_over_its_cap_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "predict.py").write_text("x = 1\n")
+    (tmp_path / "weights.pt").write_bytes(b"\0" * 600)
+    limits = UploadLimits(max_files=20, max_bytes=1000, max_depth=3, max_file_bytes=500)
+    with pytest.raises(UploadError, match=r"^weights.pt is 0.0 MiB, more than the 500 bytes one file may have$"):
+        check_upload(tmp_path, limits)
+    check_upload(tmp_path, LIMITS)  # no per-file cap: the 606 bytes fit the total

@@ -1,0 +1,221 @@
+"""The two zips a course uploads to Gradescope: a student's submission and the instructor's autograder.
+
+    python -m grader.package submission DIR [--out submission.zip]
+    python -m grader.package autograder --reference DIR [--out autograder.zip]
+
+Both refuse, with one line saying why, what would fail on Gradescope: a submission without predict.py or
+its functions, over the upload caps, or whose predict functions fail on a few reference images; an
+autograder whose config cannot work there (time limits past the assignment's timeout, a checks folder
+that would be left out of the zip) or whose reference data does not load.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, tomllib
+from grader.reference import ReferenceDataError, load_reference
+from grader.upload import UploadError, check_upload, stage_upload
+
+ROOT = Path(__file__).resolve().parent.parent
+# What the autograder zip holds, from the working tree: Gradescope runs setup.sh, then run_autograder,
+# from the zip's top. `reference_data/` comes from --reference instead of the repository.
+AUTOGRADER_FILES = ("setup.sh", "run_autograder", "requirements.txt", "grader")
+SKIPPED_DIRS = {"__pycache__", ".ipynb_checkpoints"}
+SMOKE_IMAGES = 4  # reference images per question for the trial run before zipping
+
+
+class PackageError(Exception):
+    """The zip would not work on Gradescope; the message says what to change."""
+
+
+def _files(folder: Path) -> list[Path]:
+    """The files a zip of `folder` holds, relative to it: no hidden files or folders, no caches. Refuses
+    symbolic links, as the grader does."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
+        found += [Path(top, f).relative_to(folder) for f in sorted(files)
+                  if not f.startswith(".") and not f.endswith((".pyc", ".pyo"))]
+        for name in dirs:
+            if os.path.islink(os.path.join(top, name)):
+                found.append(Path(top, name).relative_to(folder))
+    for f in found:
+        if (folder / f).is_symlink():
+            raise PackageError(f"{f} is a symbolic link: put the file itself in the folder")
+    return found
+
+
+def _write_zip(out: Path, members: list[tuple[Path, str]]) -> int:
+    """Write (source file, name in the zip) pairs, keeping the run bits; atomically. Returns its size."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+            for source, name in members:
+                info = zipfile.ZipInfo.from_file(source, name, strict_timestamps=False)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (stat.S_IFREG | (0o755 if os.access(source, os.X_OK) else 0o644)) << 16
+                with open(source, "rb") as f, z.open(info, "w") as dst:
+                    while chunk := f.read(1 << 20):
+                        dst.write(chunk)
+        os.replace(partial, out)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    return out.stat().st_size
+
+
+def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
+    """Grade `folder` on the first SMOKE_IMAGES reference images of each question, through the grader's own
+    runner (so shapes, dtypes and finiteness are checked exactly as on Gradescope). Returns one line per
+    question; raises PackageError on the first failure."""
+    from grader.evaluation import evaluate
+    from grader.sandbox import prepare
+
+    lines = []
+    staging = stage_upload(folder, config.upload_limits)  # as the grader does: a copy the student user can read
+    sandbox = prepare("auto", "auto", [data.resolve()])
+    try:
+        for key, cfg in config.questions.items():
+            ref = load_reference(data, key)
+            n = min(SMOKE_IMAGES, len(ref))
+            small = dataclasses.replace(ref, images=ref.images[:n], labels=ref.labels[:n], names=ref.names[:n])
+            result = evaluate(small, staging, dataclasses.replace(cfg, batch_size=n), "cpu", sandbox)
+            if result.error is not None:
+                raise PackageError(f"trial run of predict_{key} on {n} reference images failed: {result.error}"
+                                   + (f"\n{result.details}" if result.details else ""))
+            lines.append(f"predict_{key}: ran on {n} reference images on the CPU in {result.run.seconds:.1f} s; "
+                         "shapes, types and values as the grader expects")
+    finally:
+        sandbox.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    return lines
+
+
+def submission_zip(folder: Path, out: Path, config: GraderConfig, data: Path) -> list[str]:
+    """Check `folder` as the grader will, try predict.py on a few reference images, and zip its files at
+    the zip's top. Returns what the student should read; raises PackageError."""
+    if not (folder / "predict.py").is_file():
+        nested = sorted(p.parent.name for p in folder.glob("*/predict.py"))
+        hint = f" (it is in {nested[0]}/: give that folder instead)" if len(nested) == 1 else ""
+        raise PackageError(f"{folder}: no predict.py at its top{hint}")
+    files = _files(folder)
+    with tempfile.TemporaryDirectory(prefix="submission-zip-") as tmp:
+        unpacked = Path(tmp)  # what Gradescope will unpack: the files that go into the zip, no more
+        for f in files:
+            (unpacked / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / f, unpacked / f)
+        try:
+            check_upload(unpacked, config.upload_limits)
+        except UploadError as exc:
+            raise PackageError(str(exc)) from None
+        lines = _trial_run(unpacked, config, data)
+    size = _write_zip(out, [(folder / f, f.as_posix()) for f in files])
+    lines.append(f"{out}: {len(files)} files, {size / 2**20:.1f} MiB: " + ", ".join(f.as_posix() for f in files))
+    lines.append("Upload it to Gradescope as it is (the files are at its top, as Gradescope needs).")
+    return lines
+
+
+def _tracked_changes() -> list[str]:
+    """`git status` of what the autograder zip takes from the working tree, [] outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *AUTOGRADER_FILES], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
+def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFIG) -> list[str]:
+    """Zip the autograder from the working tree, with `config_path` as its grader/config.toml, grading on
+    `reference`; returns what went in."""
+    config = load_config(config_path)  # refuses time limits past [grader].time_budget, among others
+    members: list[tuple[Path, str]] = [(config_path, "grader/config.toml")]
+    if config.checks is not None:
+        written = tomllib.loads(config_path.read_text())["grader"]["checks"]
+        if Path(written).is_absolute() or (ROOT / "grader" / written).resolve() != config.checks \
+                or not config.checks.is_relative_to(ROOT):
+            raise PackageError(f"[grader].checks: {config.checks} would not be in the zip where the config looks "
+                               f"for it, and every student would get 0 for its checks: put it inside {ROOT} and "
+                               "give its path relative to grader/")
+        members += [(config.checks / f, (config.checks.relative_to(ROOT) / f).as_posix()) for f in _files(config.checks)]
+    if not reference.is_dir():
+        raise PackageError(f"--reference {reference}: no such folder")
+    counts = []
+    for key in config.questions:
+        try:
+            counts.append(f"{key}: {len(load_reference(reference, key))} images")
+        except ReferenceDataError as exc:
+            raise PackageError(f"--reference {reference}: {exc}") from None
+    for name in AUTOGRADER_FILES:
+        path = ROOT / name
+        members += [(path / f, f"{name}/{f.as_posix()}") for f in _files(path)
+                    if f != Path("config.toml")] if path.is_dir() else [(path, name)]
+    members += [(reference / f, f"reference_data/{f.as_posix()}") for f in _files(reference)]
+    size = _write_zip(out, members)
+    lines = [f"{out}: {len(members)} files, {size / 2**20:.1f} MiB, config sha256 {config.sha256[:12]}"]
+    for key, q in config.questions.items():
+        line = ", ".join(f"{m} >= {t:g}" for m, t in q.thresholds.items())
+        lines.append(f"  {q.title}: {q.points:g} points at {line}, partial credit {q.partial_credit}; "
+                     f"{q.time_limit:g} s, {q.memory_limit} MiB, batches of {q.batch_size}")
+    lines.append(f"  time limits {sum(q.time_limit for q in config.questions.values()):g} s of the "
+                 f"{config.time_budget:g} s time budget (set Gradescope's autograder timeout to match)")
+    lines.append(f"  reference data from {reference}: {', '.join(counts)}")
+    lines.append(f"  checks: {config.checks.relative_to(ROOT) if config.checks else 'none'}")
+    if reference.resolve().is_relative_to(ROOT):
+        lines.append(f"  warning: {reference} lies inside the repository: students who can see the repository "
+                     "can see these labels")
+    changes = _tracked_changes()
+    if changes:
+        lines.append("  built from the working tree, with changes not committed: " + "; ".join(c.strip() for c in changes))
+    lines.append("Upload it as the autograder (base image: Ubuntu 22.04, Gradescope's default).")
+    return lines
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m grader.package", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("submission", help="the zip a student uploads")
+    s.add_argument("folder", type=Path, help="the folder holding predict.py")
+    s.add_argument("--out", type=Path, default=Path("submission.zip"))
+    s.add_argument("--data", type=Path, default=ROOT / "reference_data", help="images for the trial run")
+    s.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    a = sub.add_parser("autograder", help="the zip an instructor uploads")
+    a.add_argument("--reference", default="",
+                   help="the secret reference data (build it with python -m grader.build_reference)")
+    a.add_argument("--out", type=Path, default=Path("autograder.zip"))
+    a.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="goes in as grader/config.toml")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        if args.command == "submission":
+            lines = submission_zip(args.folder, args.out, load_config(args.config), args.data)
+        elif not args.reference:
+            raise PackageError("say which reference data to grade on: make autograder REFERENCE=/path/to/secret "
+                               "(a folder outside the repository, built by python -m grader.build_reference); "
+                               "REFERENCE=reference_data takes the public data students have")
+        else:
+            lines = autograder_zip(Path(args.reference), args.out, args.config)
+    except (PackageError, ConfigError, ReferenceDataError) as exc:
+        print(f"not zipped: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The Docker image, built and run for real: `make docker-test` (not part of `make test`: it builds a
+several-GB image). No image registry is reachable from the build machines, so the base is a local
+stand-in, a Debian minbase from debootstrap imported into Docker; only the BASE build argument differs
+from the image users build. Each grade runs under Gradescope's default limits (0.5 CPU, 768 MB, no
+network) through `make docker-grade`, and is compared with the same grade outside Docker."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REFERENCE, REPO, by_question, grade
+
+STAND_IN = os.environ.get("MP_GRADER_TEST_BASE", "mp-grader-base:bookworm")
+IMAGE = "mp-grader:docker-test"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+
+
+def _run(*cmd: str, timeout: float = 1800, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _daemon() -> str | None:
+    """Why no Docker daemon can be used here, or None."""
+    if shutil.which("docker") is None:
+        return "no docker command"
+    if _run("docker", "info", timeout=60).returncode != 0:
+        return "no Docker daemon answers (start one: dockerd &, as root)"
+    return None
+
+
+def _stand_in_base() -> str | None:
+    """Import the stand-in base image if it is missing; why it cannot be had, or None."""
+    if _run("docker", "image", "inspect", STAND_IN, timeout=60).returncode == 0:
+        return None
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        return f"no image {STAND_IN}, and debootstrap (as root) is needed to make it"
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as root:
+        made = _run("debootstrap", "--variant=minbase", "bookworm", root, "http://deb.debian.org/debian")
+        if made.returncode != 0:
+            return f"debootstrap failed: {made.stderr[-500:]}"
+        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
+        imported = subprocess.run(["docker", "import", "-", STAND_IN], stdin=tar.stdout, capture_output=True, text=True)
+        tar.wait()
+        if imported.returncode != 0:
+            return f"docker import failed: {imported.stderr[-500:]}"
+    return None
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    for why in (_daemon(), _stand_in_base()):
+        if why:
+            pytest.skip(f"Docker test not run: {why}")
+    started = time.monotonic()
+    # Torch from PyPI (CUDA build): PyTorch's CPU index, the users' default, is out of reach here.
+    ca = f"CA_BUNDLE={CA_BUNDLE}" if CA_BUNDLE.is_file() else "CA_BUNDLE="
+    built = _run("make", "-C", str(REPO), "docker-image", f"IMAGE={IMAGE}", f"BASE={STAND_IN}", "TORCH_INDEX=", ca)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    size = _run("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE).stdout.strip()
+    print(f"\nimage {IMAGE} on {STAND_IN}: built in {time.monotonic() - started:.0f} s, {int(size) / 1e9:.2f} GB")
+    return IMAGE
+
+
+def docker_grade(image: str, submission: Path, results: Path) -> tuple[dict, str]:
+    started = time.monotonic()
+    ran = _run("make", "-C", str(REPO), "docker-grade", f"IMAGE={image}", f"SUBMISSION={submission}",
+               f"DOCKER_RESULTS={results}", timeout=900)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    print(f"docker-grade of {submission.name}: {time.monotonic() - started:.0f} s")
+    return json.loads((results / "results.json").read_text()), ran.stdout
+
+
+def _scores(report: dict) -> dict[str, float]:
+    return {t["name"]: t["score"] for t in report["tests"]}
+
+
+@pytest.fixture(scope="module")
+def outside(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The reference submission graded outside Docker, as `make grade` does."""
+    rc, report = grade(REPO / "submission", REFERENCE, tmp_path_factory.mktemp("local") / "results.json")
+    assert rc == 0
+    return report
+
+
+def test_the_reference_grade_in_the_container_equals_the_local_one(image: str, outside: dict, tmp_path: Path) -> None:
+    inside, shown = docker_grade(image, REPO / "submission", tmp_path / "docker")
+    assert _scores(inside) == _scores(outside) and sum(_scores(inside).values()) > 0
+    assert inside["extra_data"]["metrics"] == outside["extra_data"]["metrics"]
+    assert f"Total: {sum(_scores(inside).values()):g} / 50" in shown  # the terminal summary, as make grade's
+    assert "memory limit is" in inside["output"]  # lowered to what the 768 MB container leaves, and said
+
+
+def test_a_broken_submission_gets_its_message_and_the_other_question(image: str, outside: dict, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(REPO / "submission", broken)
+    (broken / "predict.py").write_text((broken / "predict.py").read_text()
+                                       + "\n\ndef predict_q1(images):\n    raise RuntimeError('forgot to load')\n")
+    report, _ = docker_grade(image, broken, tmp_path / "docker")
+    q = by_question(report)
+    assert q["Q1"]["score"] == 0 and "predict_q1 raised RuntimeError: forgot to load" in q["Q1"]["output"]
+    assert q["Q2"]["score"] == by_question(outside)["Q2"]["score"] > 0  # the reference's Q2, unchanged
+    assert report["extra_data"]["metrics"]["q2"] == outside["extra_data"]["metrics"]["q2"]
+
+
+HOSTILE = '''
+import socket, torch
+def attempt(what, action):
+    try:
+        action()
+        print(what, "REACHED")
+        return True
+    except Exception as exc:
+        print(what, "refused:", type(exc).__name__)
+        return False
+
+def predict_q1(images):
+    import numpy as np
+    stolen = {}
+    def read():
+        stolen["labels"] = np.load("/autograder/source/reference_data/q1/labels.npy")
+    attempt("labels", read)
+    attempt("network", lambda: socket.create_connection(("151.101.0.223", 443), timeout=5))
+    attempt("dns", lambda: socket.getaddrinfo("pypi.org", 443))
+    out = torch.zeros(len(images), 10)
+    if "labels" in stolen:
+        out[:, 0] = 1  # would use them; a read at all is the failure
+    return out
+
+def predict_q2(images):
+    n, _, h, w = images.shape
+    return torch.zeros(n, 6, h, w)
+'''
+
+
+def test_a_hostile_submission_reads_no_labels_and_reaches_no_network(image: str, tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile"
+    hostile.mkdir()
+    (hostile / "predict.py").write_text(HOSTILE)
+    report, _ = docker_grade(image, hostile, tmp_path / "docker")
+    output = by_question(report)["Q1"]["output"]
+    assert "labels refused: PermissionError" in output
+    assert "network refused" in output and "dns refused" in output and "REACHED" not in output
