@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import textwrap
 import threading
+import sys
 import time
 from pathlib import Path
 
@@ -337,6 +338,49 @@ def predict_q1(images):
     assert time.monotonic() - started < 30
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     assert not user_processes(student_uid())
+
+
+def test_memory_is_counted_as_a_cgroup_counts_it(tmp_path: Path) -> None:
+    """Pages of files mapped from disk (the libraries) are left out; anonymous and shared memory count."""
+    from grader.cgroup import resident_bytes
+
+    (tmp_path / "file").write_bytes(os.urandom(64 * 2**20))
+    code = """
+import mmap, sys
+f = open(sys.argv[1], "rb")
+mapped = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+sum(mapped[i] for i in range(0, len(mapped), 4096))  # every page of the file resident
+shared = mmap.mmap(-1, 32 * 2**20)  # shared anonymous memory (shmem)
+shared.write(b"x" * len(shared))
+private = bytearray(48 * 2**20)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "file")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+        assert int(status["RssFile"].split()[0]) * 1024 > 64 * 2**20  # the mapped file is resident...
+        counted = resident_bytes(proc.pid)
+        assert 80 * 2**20 <= counted < 80 * 2**20 + 40 * 2**20  # ...but only the 32 + 48 MiB count
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_student_processes_are_the_oom_killers_first_choice(tmp_path: Path, layer: str) -> None:
+    """In a container short of memory the kernel must kill the student's process, not the grader."""
+    code = """
+import subprocess
+print("adj", open("/proc/self/oom_score_adj").read().strip(),
+      subprocess.run(["cat", "/proc/self/oom_score_adj"], capture_output=True, text=True).stdout.strip())
+def predict_q1(images):
+    return scores(images)
+"""
+    rc, report = grade_q1(tmp_path, code, layer)
+    assert rc == 0 and "adj 1000 1000" in report["tests"][0]["output"]
+    assert Path("/proc/self/oom_score_adj").read_text().strip() != "1000"  # the grader's own is untouched
 
 
 def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> None:
