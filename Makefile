@@ -23,6 +23,8 @@ DOCKER_RESULTS ?= results/docker
 # The secret reference data the autograder zip grades on (a folder outside the repository), and its config.
 REFERENCE ?=
 CONFIG ?= grader/config.toml
+SUBMISSION_ZIP ?= submission.zip
+AUTOGRADER_ZIP ?= autograder.zip
 
 .PHONY: grade test lint setup autograder submission-zip docker-image docker-grade docker-test
 setup: $(STAMP)
@@ -46,11 +48,11 @@ lint: $(STAMP)
 
 # The zip students upload: the files of $(SUBMISSION) at its top, after a trial run of predict.py.
 submission-zip: $(STAMP)
-	$(PY) -m grader.package submission $(SUBMISSION) --config $(CONFIG) --out submission.zip
+	$(PY) -m grader.package submission $(SUBMISSION) --config $(CONFIG) --out $(SUBMISSION_ZIP)
 
 # The zip instructors upload to Gradescope, from the working tree, grading on $(REFERENCE).
 autograder: $(STAMP)
-	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out autograder.zip
+	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out $(AUTOGRADER_ZIP)
 
 # CA_BUNDLE replaces build-ca/extra.crt; without it build-ca/ stays as it is (so the cached install stands).
 docker-image:

@@ -46,7 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "available, refusing to run student code as root")
     p.add_argument("--memory-accounting", choices=MEMORY_ACCOUNTING, default="auto",
                    help="cgroup: a memory cgroup per question (needs root and a writable cgroup file system); "
-                        "processes: resident memory plus tmpfs use; auto (default): cgroup when possible")
+                        "processes: resident anonymous and shared memory plus tmpfs use; auto (default): cgroup when possible")
     return p
 
 

@@ -91,7 +91,7 @@ class OutputTrim:
 class Limits:
     batch_size: int
     time_limit: float  # seconds, loading included
-    memory_bytes: int  # resident memory of all the child's processes together
+    memory_bytes: int  # anonymous + shared memory of all the child's processes together
 
 
 @dataclass

@@ -581,7 +581,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         layers["memory"] = "a memory cgroup per question (shared memory counted)"
     else:
         spent = "its private /tmp and /dev/shm" if bwrap else "the growth of the shared tmpfs folders"
-        layers["memory"] = f"resident memory, memfd files and {spent} of the student's processes (no cgroup: {where})"
+        layers["memory"] = (f"resident anonymous and shared memory, memfd files and {spent} of the student's "
+                            f"processes (no cgroup: {where})")
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, protected=_closed_paths(protected) if root else [])
     if root:

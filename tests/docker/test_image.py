@@ -5,6 +5,7 @@ from the image users build. Each grade runs under Gradescope's default limits (0
 network) through `make docker-grade`, and is compared with the same grade outside Docker."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,10 +13,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from conftest import REFERENCE, REPO, by_question, grade
+from conftest import REFERENCE, REPO, by_question, grade, make_reference
+from grader.package import main as package
 
 STAND_IN = os.environ.get("MP_GRADER_TEST_BASE", "mp-grader-base:bookworm")
 IMAGE = "mp-grader:docker-test"
@@ -54,7 +57,7 @@ def _stand_in_base() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
+def image() -> Iterator[str]:
     for why in (_daemon(), _stand_in_base()):
         if why:
             pytest.skip(f"Docker test not run: {why}")
@@ -65,13 +68,22 @@ def image() -> str:
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     size = _run("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE).stdout.strip()
     print(f"\nimage {IMAGE} on {STAND_IN}: built in {time.monotonic() - started:.0f} s, {int(size) / 1e9:.2f} GB")
-    return IMAGE
+    yield IMAGE
+    _run("docker", "image", "prune", "-f", timeout=300)  # the layers of earlier builds, untagged since
 
 
-def docker_grade(image: str, submission: Path, results: Path) -> tuple[dict, str]:
+def docker_grade(image: str, submission: Path, results: Path, via_make: bool = True) -> tuple[dict, str]:
+    """`make docker-grade` (which also rebuilds `image` from the Dockerfile if needed), or the same
+    `docker run` by hand for an image made otherwise."""
     started = time.monotonic()
-    ran = _run("make", "-C", str(REPO), "docker-grade", f"IMAGE={image}", f"BASE={STAND_IN}", "TORCH_INDEX=",
-               f"SUBMISSION={submission}", f"DOCKER_RESULTS={results}", timeout=900)
+    if via_make:
+        ran = _run("make", "-C", str(REPO), "docker-grade", f"IMAGE={image}", f"BASE={STAND_IN}", "TORCH_INDEX=",
+                   f"SUBMISSION={submission}", f"DOCKER_RESULTS={results}", timeout=900)
+    else:
+        results.mkdir(parents=True)
+        ran = _run("docker", "run", "--rm", "--cpus", "0.5", "--memory", "768m", "--network", "none",
+                   "-v", f"{submission}:/autograder/submission:ro", "-v", f"{results}:/autograder/results",
+                   image, "/autograder/run_autograder", timeout=900)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     print(f"docker-grade of {submission.name}: {time.monotonic() - started:.0f} s")
     return json.loads((results / "results.json").read_text()), ran.stdout
@@ -147,3 +159,29 @@ def test_a_hostile_submission_reads_no_labels_and_reaches_no_network(image: str,
     output = by_question(report)["Q1"]["output"]
     assert "labels refused: PermissionError" in output
     assert "network refused" in output and "dns refused" in output and "REACHED" not in output
+
+
+def test_the_autograder_zip_works_as_gradescope_unpacks_it(image: str, tmp_path: Path) -> None:
+    """Gradescope's own steps on the instructor's zip: unzip into /autograder/source, run setup.sh there,
+    copy run_autograder to /autograder/. On the built image, so the install is already done (setup.sh
+    must then finish quickly: it is run again, as Gradescope would run it on a fresh base)."""
+
+    secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3)
+    context = tmp_path / "context"
+    context.mkdir()
+    assert package(["autograder", "--reference", str(secret), "--out", str(context / "autograder.zip")]) == 0
+    (context / "Dockerfile").write_text(f"""FROM {image}
+RUN apt-get update -qq && apt-get install -y -qq unzip > /dev/null
+COPY autograder.zip /tmp/
+RUN rm -rf /autograder/source && mkdir /autograder/source && cd /autograder/source && unzip -q /tmp/autograder.zip \\
+    && bash setup.sh && cp run_autograder /autograder/run_autograder
+""")
+    tag = f"{image}-zip"
+    built = _run("docker", "build", "-t", tag, str(context))
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    report, _ = docker_grade(tag, REPO / "submission", tmp_path / "docker", via_make=False)
+    metrics = report["extra_data"]["metrics"]
+    assert metrics["q1"]["n"] == 30 and metrics["q2"]["n"] == 3  # the instructor's data, not the public set
+    config = hashlib.sha256((REPO / "grader" / "config.toml").read_bytes()).hexdigest()
+    assert report["extra_data"]["grader"]["config_sha256"] == config
+    assert sum(t["score"] for t in report["tests"]) > 0
