@@ -640,11 +640,26 @@ def protected(sandbox: Sandbox) -> Iterator[None]:
     try:
         yield
     finally:
-        if sandbox.breach is None and not user_processes(sandbox.uid):
+        if sandbox.breach is None and _student_gone(sandbox.uid):
             for path, mode in saved.items():
                 path.chmod(mode)
         elif sandbox.breach is None:
-            sandbox.breach = "a process of the student user was still running after grading"
+            alive = user_processes(sandbox.uid)
+            described = ", ".join(f"{pid} ({_describe(pid)})" for pid in alive[:3])
+            sandbox.breach = f"a process of the student user was still running after grading: {described}"
+
+
+def _student_gone(uid: int) -> bool:
+    """True once no process of `uid` is left. Killed ones still exiting (a probe's namespace init that its
+    parent's death killed, say) run no code of their own: they get EXIT_SECONDS to be gone. False at once
+    while one still runs its own code."""
+    deadline = time.monotonic() + EXIT_SECONDS
+    while alive := user_processes(uid):
+        if not all(_doomed(pid) for pid in alive) or time.monotonic() > deadline:
+            return False
+        _reap_orphans(spare=-1)
+        time.sleep(0.02)
+    return True
 
 
 @dataclass
