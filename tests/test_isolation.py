@@ -112,6 +112,14 @@ def open_dir():
     subprocess.run(["rm", "-rf", str(folder)], check=False)
 
 
+def _sleeping_300(pid: int) -> bool:
+    """A `sleep 300` not of root's (whose uid cannot be the student's or come from it)."""
+    try:
+        return b"sleep\x00300" in Path(f"/proc/{pid}/cmdline").read_bytes()[:20] and Path(f"/proc/{pid}").stat().st_uid != 0
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -219,8 +227,8 @@ def predict_q1(images):
     if layer == "user":  # in the namespaces they die with the main process, often before they can be counted
         assert "2 process(es) your code left running were stopped" in output
     assert not user_processes(student_uid())
-    assert not [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(p)
-                and b"sleep\x00300" in Path(f"/proc/{p}/cmdline").read_bytes()[:20]]
+    # No `sleep 300` of any other user either (root's are left out: an operator's shell may run one).
+    assert not [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(p) and _sleeping_300(p)]
 
 
 SURVIVOR = """
