@@ -1,6 +1,6 @@
 """Grade a submission in the Docker image under Gradescope's default limits and measure it from outside.
 
-    python bench/docker_grade.py [--image mp-grader] [--submission submission] [--cpus 0.5] [--memory 768m]
+    PYTHONPATH=. python3 bench/docker_grade.py [--image mp-grader] [--submission submission] [--cpus 0.5] [--memory 768m]
 
 Prints the wall time of the container and the peak memory, sampled every 0.2 s from the host's /proc and
 the container's cgroup: of the whole container (anonymous + shared memory, and the cgroup's own peak with
@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from grader.cgroup import _read_key
 
 
 def _cgroup_dir(cid: str) -> Path | None:
@@ -45,15 +47,6 @@ def _role(pid: str) -> str:
     return "other"
 
 
-def _stat_key(path: Path, keys: tuple[str, ...]) -> int:
-    total = 0
-    for line in path.read_text().splitlines():
-        name, _, value = line.partition(" ")
-        if name in keys:
-            total += int(value)
-    return total
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default="mp-grader")
@@ -79,7 +72,7 @@ def main() -> None:
             try:
                 v1 = (cgroup / "memory.stat").read_text().startswith("cache")
                 keys = ("total_rss", "total_shmem") if v1 else ("anon", "shmem")
-                container_peak = max(container_peak, _stat_key(cgroup / "memory.stat", keys))
+                container_peak = max(container_peak, sum(_read_key(cgroup / "memory.stat", key) for key in keys))
                 peak_file = "memory.max_usage_in_bytes" if v1 else "memory.peak"
                 if (cgroup / peak_file).exists():
                     cgroup_peak = max(cgroup_peak, int((cgroup / peak_file).read_text()))

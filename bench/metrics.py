@@ -1,7 +1,7 @@
 """Q2 metrics, side by side in one run: the grader's streaming histograms against a plain sort-based VOC AP
 (the course's method, with tied scores grouped as one operating point) and scikit-learn.
 
-    python bench/metrics.py [--images 100] [--stream 1000 10000] [--batch 10] [--repeat 3] [--plot FILE]
+    PYTHONPATH=. .venv/bin/python bench/metrics.py [--images 100] [--stream 1000 10000] [--batch 10] [--repeat 3] [--plot FILE]
 
 Inputs are random (seeded): logits (N, 6, 224, 224) with labels that the logits predict better than
 chance, so AP and IoU are neither 0 nor 1; the streamed runs cycle over those N images. Times are the

@@ -65,21 +65,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _build(args: argparse.Namespace, out: Path) -> list[str]:
-    """Write the reference layout into the new folder `out`, check it loads, and say what it holds."""
-    lines = []
+def _build(args: argparse.Namespace, out: Path) -> dict[str, str]:
+    """Write the reference layout into the new folder `out`, check it loads, and say what each question holds."""
+    built = {}
     if args.fashion_mnist is not None:
         images, labels = read_fashion_mnist(args.fashion_mnist, args.q1_split)
         build_q1(images, labels, FASHION_MNIST_CLASSES, out / "q1")
-        lines.append(f"q1: {len(images)} images ({args.q1_split} split of {args.fashion_mnist})")
+        built["q1"] = f"{len(images)} images ({args.q1_split} split of {args.fashion_mnist})"
     if args.seg_split is not None:
         classes = read_class_list(args.seg_classes or args.seg_split.parent / "classes.txt")
         n = build_q2(args.seg_split, classes, out / "q2")
-        lines.append(f"q2: {n} images from {args.seg_split}")
-    for question in ("q1", "q2"):
-        if (out / question).is_dir():
-            load_reference(out, question)
-    return lines
+        built["q2"] = f"{n} images from {args.seg_split}"
+    for question in built:
+        load_reference(out, question)
+    return built
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        lines = _build(args, partial)
+        built = _build(args, partial)
         os.chmod(partial, 0o755)
         if out.exists():  # two renames: --out is the old folder or the new one, never a mixture
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -106,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         shutil.rmtree(partial, ignore_errors=True)
         print(f"build_reference: {exc}", file=sys.stderr)
         return 2
-    print("\n".join(f"{line} -> {out / line[:2]}" for line in lines))
+    print("\n".join(f"{question}: {what} -> {out / question}" for question, what in built.items()))
     return 0
 
 

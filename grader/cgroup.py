@@ -59,21 +59,30 @@ def resident_bytes(pid: int | str) -> int:
         return 0
 
 
+def _memory_hierarchies() -> list[tuple[Path, Path | None, int]]:
+    """(mount point, this process's folder below it or None, version) of each hierarchy with the memory
+    controller, v2 first: the one walk of the mounts that making a cgroup and reading a limit share."""
+    mounts, found = _mounts(), []
+    for point, fstype, _ in mounts:
+        if fstype == "cgroup2":
+            own = _own_path("")
+            found.append((Path(point), None if own is None else Path(point) / own.lstrip("/"), 2))
+    for point, fstype, options in mounts:
+        if fstype == "cgroup" and "memory" in options.split(","):
+            own = _own_path("memory")
+            found.append((Path(point), None if own is None else Path(point) / own.lstrip("/"), 1))
+    return found
+
+
 def enclosing_limit() -> int | None:
     """Bytes the cgroup this process runs in may use (a container's --memory), or None when unlimited.
 
     Inside a container the cgroup file system shows the container's own cgroup at its mount point; on a
     plain machine the process's own path below it. Either way every limit on the path counts."""
     limits = []
-    for point, fstype, options in _mounts():
-        if fstype == "cgroup2":
-            own, name = _own_path(""), "memory.max"
-        elif fstype == "cgroup" and "memory" in options.split(","):
-            own, name = _own_path("memory"), "memory.limit_in_bytes"
-        else:
-            continue
-        folder = Path(point) / (own or "").lstrip("/")
-        folders = [folder, *folder.parents] if folder.is_dir() else [Path(point)]
+    for point, folder, version in _memory_hierarchies():
+        name = "memory.max" if version == 2 else "memory.limit_in_bytes"
+        folders = [folder, *folder.parents] if folder is not None and folder.is_dir() else [point]
         for f in folders:
             try:
                 value = (f / name).read_text().strip()
@@ -82,7 +91,7 @@ def enclosing_limit() -> int | None:
             else:
                 if value.isdigit() and int(value) < NO_LIMIT:
                     limits.append(int(value))
-            if f == Path(point):
+            if f == point:
                 break
     return min(limits, default=None)
 
@@ -111,20 +120,17 @@ class MemoryCgroup:
         """Where a question's cgroup can be made, or why none can."""
         if os.geteuid() != 0:
             return "memory cgroups need root"
-        mounts = _mounts()
-        for point, fstype, options in mounts:
-            if fstype == "cgroup2" and (own := _own_path("")) is not None:
-                base = Path(point) / own.lstrip("/")
-                try:
+        for _, base, version in _memory_hierarchies():
+            if base is None:
+                continue
+            try:
+                if version == 2:
                     if "memory" in (base / "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
                         return base, 2
-                except OSError:
-                    pass
-        for point, fstype, options in mounts:
-            if fstype == "cgroup" and "memory" in options.split(",") and (own := _own_path("memory")) is not None:
-                base = Path(point) / own.lstrip("/")
-                if (base / "memory.limit_in_bytes").exists() and os.access(base, os.W_OK):
+                elif (base / "memory.limit_in_bytes").exists() and os.access(base, os.W_OK):
                     return base, 1
+            except OSError:
+                pass
         return "no writable memory cgroup (cgroup file system read-only or memory controller not delegated)"
 
     @classmethod

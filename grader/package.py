@@ -23,7 +23,7 @@ from pathlib import Path
 
 from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, tomllib
 from grader.reference import ReferenceDataError, load_reference
-from grader.upload import UploadError, check_upload, stage_upload
+from grader.upload import UploadError, stage_upload
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the autograder zip holds, from the working tree: Gradescope runs setup.sh, then run_autograder,
@@ -43,14 +43,12 @@ def _files(folder: Path) -> list[Path]:
     found = []
     for top, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIPPED_DIRS)
-        found += [Path(top, f).relative_to(folder) for f in sorted(files)
-                  if not f.startswith(".") and not f.endswith((".pyc", ".pyo"))]
-        for name in dirs:
+        kept = [f for f in sorted(files) if not f.startswith(".") and not f.endswith((".pyc", ".pyo"))]
+        for name in [*dirs, *kept]:
             if os.path.islink(os.path.join(top, name)):
-                found.append(Path(top, name).relative_to(folder))
-    for f in found:
-        if (folder / f).is_symlink():
-            raise PackageError(f"{f} is a symbolic link: put the file itself in the folder")
+                where = Path(top, name).relative_to(folder)
+                raise PackageError(f"{where} is a symbolic link: put the file itself in the folder")
+        found += [Path(top, f).relative_to(folder) for f in kept]
     return found
 
 
@@ -83,7 +81,10 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
     from grader.sandbox import prepare
 
     lines = []
-    staging = stage_upload(folder, config.upload_limits)  # as the grader does: a copy the student user can read
+    try:  # checked and copied as the grader does: a copy the student user can read
+        staging = stage_upload(folder, config.upload_limits)
+    except UploadError as exc:
+        raise PackageError(str(exc)) from None
     sandbox = prepare("auto", "auto", [data.resolve()])
     try:
         for key, cfg in config.questions.items():
@@ -115,10 +116,6 @@ def submission_zip(folder: Path, out: Path, config: GraderConfig, data: Path) ->
         for f in files:
             (unpacked / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(folder / f, unpacked / f)
-        try:
-            check_upload(unpacked, config.upload_limits)
-        except UploadError as exc:
-            raise PackageError(str(exc)) from None
         lines = _trial_run(unpacked, config, data)
     size = _write_zip(out, [(folder / f, f.as_posix()) for f in files])
     lines.append(f"{out}: {len(files)} files, {size / 2**20:.1f} MiB: " + ", ".join(f.as_posix() for f in files))

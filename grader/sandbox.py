@@ -297,9 +297,9 @@ def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
     pages that forked processes share once per process; only when it exceeds `limit` is the fair (and
     slow) sum of proportional set sizes taken, where shared pages count once. That sum stops early at
     `limit` or at `deadline` (time.monotonic()), so a fork bomb cannot stall the time limit."""
-    rss = sum(resident_bytes(pid) for pid in pids)
-    if rss <= limit:
-        return rss
+    resident = sum(resident_bytes(pid) for pid in pids)
+    if resident <= limit:
+        return resident
     pss = 0
     for pid in pids:
         pss += _pss(pid)
