@@ -227,5 +227,17 @@ def main(options: dict) -> int:
     return 0
 
 
+def leave(code: int) -> None:
+    """Exit without the interpreter's teardown, which with torch loaded takes a second or more (freeing what
+    the kernel frees anyway) while the grader waits. Python's streams are flushed first; the C library's stdio
+    is unbuffered already (-u). Student atexit handlers do not run."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a stream the student replaced or closed
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(json.loads(sys.argv[1])))
+    leave(main(json.loads(sys.argv[1])))

@@ -6,6 +6,7 @@ run (bad config, reference data or checks), after writing a results.json that sa
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 import time
@@ -19,12 +20,20 @@ from grader.cgroup import memory_left_mib
 from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, fit_memory, load_config,
                            with_overrides)
 from grader.report import ResultsFile, build_results, fallback_results, terminal_summary
-from grader.sandbox import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
+from grader.sandbox import DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
 from grader.text import printable
 from grader.upload import UploadError, stage_upload
 
 EXIT_GRADER_ERROR = 2
+STUDENT_USERS = re.compile(rf"{DEFAULT_USER}(-[1-9][0-9]?)?")  # the cleanup kills every process of the user
+
+
+def student_user(name: str) -> str:
+    if not STUDENT_USERS.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"expected {DEFAULT_USER} or {DEFAULT_USER}-N (N from 1 to 99), got {name!r}: "
+                                         "every process of this user is killed after each question")
+    return name
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,7 +56,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-accounting", choices=MEMORY_ACCOUNTING, default="auto",
                    help="cgroup: a memory cgroup per question (needs root and a writable cgroup file system); "
                         "processes: resident anonymous and shared memory plus tmpfs use; auto (default): cgroup when possible")
+    p.add_argument("--student-user", type=student_user, default=DEFAULT_USER,
+                   help=f"the unprivileged user student code runs as, when the grader is root (default {DEFAULT_USER}; "
+                        "`mp-grader batch` gives each concurrent run its own)")
     return p
+
+
+def protected_inputs(data: Path, config: GraderConfig) -> list[Path]:
+    """What student code must never read: the reference data, the config, the grader, the checks."""
+    return [p.resolve() for p in (data, config.source, Path(__file__).parent, *([config.checks] if config.checks else []))]
 
 
 def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
@@ -105,15 +122,15 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
     results, scores, classes, staff_problem = {}, {}, {}, False
     for key, cfg in config.questions.items():
         if problem:
-            results[key] = QuestionResult(key, error=problem)
+            results[key] = QuestionResult(key, error=problem, error_kind="upload")
         elif sandbox.breach:
             results[key] = QuestionResult(key, error=f"grader problem, not yours: not graded, because {sandbox.breach}",
-                                          staff_problem=True)
+                                          error_kind="grader", staff_problem=True)
         else:
             try:
                 ref = load_reference(data, key)
             except ReferenceDataError as exc:
-                results[key] = QuestionResult(key, staff_problem=True,
+                results[key] = QuestionResult(key, staff_problem=True, error_kind="grader",
                                               error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
@@ -163,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {flag: vars(args)[flag[2:].replace("-", "_")] for flag in OVERRIDES}
         config = with_overrides(load_config(args.config), device=args.device, overrides=overrides)
         config, memory_notes = fit_memory(config, memory_left_mib(), "the memory limit of this machine or container")
-        closed = [args.data, config.source, Path(__file__).parent, *([config.checks] if config.checks else [])]
-        sandbox = prepare(args.isolation, args.memory_accounting, [p.resolve() for p in closed])
+        sandbox = prepare(args.isolation, args.memory_accounting, protected_inputs(args.data, config), args.student_user)
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, memory_notes)
         if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
             sandbox.sweep([args.results.resolve().parent])
@@ -192,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_GRADER_ERROR if graded.staff_problem or sandbox.breach else 0
 
 
-def run() -> None:
-    """The `mp-grader` console script."""
-    sys.exit(main())
+def run(argv: list[str] | None = None) -> None:
+    """The `mp-grader` console script: grade one submission, or `mp-grader batch ...` (grader/batch.py)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:
+        from grader.batch import main as batch_main
+
+        sys.exit(batch_main(argv[1:]))
+    sys.exit(main(argv))

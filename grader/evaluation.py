@@ -27,6 +27,7 @@ class QuestionResult:
     question: str
     metrics: dict = field(default_factory=dict)
     error: str | None = None
+    error_kind: str = ""  # a short name for the error (StudentError.kind, "grader", "upload"), for batch reports
     details: str = ""
     staff_problem: bool = False  # the error is the grader's, not the student's
     examples: list = field(default_factory=list)  # Q2: (name, image, label, predicted label) of the first images
@@ -34,7 +35,7 @@ class QuestionResult:
     @property
     def reported_metrics(self) -> dict:
         """What extra_data.metrics shows for this question: the metrics, or the error."""
-        return {"error": self.error} if self.error is not None else self.metrics
+        return {"error": self.error, "error_kind": self.error_kind} if self.error is not None else self.metrics
     confusion_matrix: np.ndarray | None = None
     run: ChildRun = field(default_factory=ChildRun)
 
@@ -84,9 +85,11 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
                 progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details, result.examples = exc.message, exc.details, []  # no pictures of a failed run
+        result.error_kind = exc.kind
         return result
     except GraderError as exc:
         result.error, result.staff_problem, result.examples = f"grader problem, not yours: {exc}", True, []
+        result.error_kind = "grader"
         return result
     finally:
         progress.close()

@@ -48,7 +48,7 @@ DEFAULT_USER = "grader-student"
 KILLER_USER = "grader-killer"
 ISOLATIONS = ("auto", "namespace", "user", "process")
 MEMORY_ACCOUNTING = ("auto", "cgroup", "processes")
-LOCK_FILE = Path("/run/mp-grader.lock")
+LOCK_FOLDER = Path("/run")  # mp-grader-USER.lock: one run at a time per student user
 HERE = Path(__file__).resolve().parent
 LAUNCH, KILLER = HERE / "launch.py", HERE / "killer.py"
 # Folders any user may write to on common systems; the full list is found by walking the file system.
@@ -86,7 +86,7 @@ def _prctl(option: int, value: int) -> None:
     ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
 
 
-def _ensure_user(name: str) -> tuple[int, int]:
+def ensure_user(name: str) -> tuple[int, int]:
     """(uid, gid) of a system user with a group of its own, created on first use."""
     try:
         entry = pwd.getpwnam(name)
@@ -527,7 +527,7 @@ def _probe_bwrap(uid: int | None, gid: int | None) -> str | None:
     return None
 
 
-def _closed_paths(protected: list[Path]) -> list[Path]:
+def closed_paths(protected: list[Path]) -> list[Path]:
     """What the user layer closes: the protected paths, the .git of their work trees, and the reference
     data kept beside the grader (a second copy of the labels when --data points elsewhere)."""
     extra = _git_dirs(protected) | {HERE.parent / "reference_data"}
@@ -554,8 +554,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         blocked = _python_blocked()
         if blocked:
             raise SandboxError(f"refusing to run student code as root: {blocked}")
-        uid, gid = _ensure_user(user)
-        killer = _ensure_user(KILLER_USER)
+        uid, gid = ensure_user(user)
+        killer = ensure_user(KILLER_USER)
         layers["user"] = f"student code runs as '{user}' (uid {uid}), never as root; killed by a process it cannot signal"
     bwrap: list[str] = []
     tmpfs_size = False
@@ -584,7 +584,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         layers["memory"] = (f"resident anonymous and shared memory, memfd files and {spent} of the student's "
                             f"processes (no cgroup: {where})")
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
-                      tmpfs_size=tmpfs_size, cgroups=cgroups, protected=_closed_paths(protected) if root else [])
+                      tmpfs_size=tmpfs_size, cgroups=cgroups, protected=closed_paths(protected) if root else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
         # to an init that does not reap would hold one of the student user's process slots for good.
@@ -604,7 +604,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
 
 def _take_lock(sandbox: Sandbox, user: str) -> None:
     """One grading run at a time per student user: the cleanup kills every process of that user."""
-    fd = os.open(LOCK_FILE if LOCK_FILE.parent.is_dir() else HERE / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    folder = LOCK_FOLDER if LOCK_FOLDER.is_dir() else HERE
+    fd = os.open(folder / f"mp-grader-{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -627,26 +628,42 @@ def _process_sandbox(why: str, root: bool) -> Sandbox:
 
 
 @contextmanager
-def protected(sandbox: Sandbox) -> Iterator[None]:
-    """Close the protected files and folders to everyone but their owner while grading (user layer), and
-    restore their modes afterwards, but only once no process of the student is left (else they stay closed)."""
-    if sandbox.uid is None:
-        yield
-        return
-    saved = {}
-    for path in sandbox.protected:
+def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
+    """Close `paths` to everyone but their owner for the duration, and restore their modes afterwards, but
+    only once no process of any of `uids` is left (else they stay closed). Yields a list that holds, at the
+    end, what kept them closed; the caller may add its own reason before the end to keep them closed."""
+    saved: dict[Path, int] = {}
+    kept: list[str] = []
+    for path in paths:
         saved[path] = stat.S_IMODE(path.lstat().st_mode)
         path.chmod(saved[path] & 0o700)
     try:
-        yield
+        yield kept
     finally:
-        if sandbox.breach is None and _student_gone(sandbox.uid):
+        alive = [] if kept else [pid for uid in uids if not _student_gone(uid) for pid in user_processes(uid)]
+        if alive:
+            described = ", ".join(f"{pid} ({_describe(pid)})" for pid in alive[:3])
+            kept.append(f"a process of the student user was still running after grading: {described}")
+        if not kept:
             for path, mode in saved.items():
                 path.chmod(mode)
-        elif sandbox.breach is None:
-            alive = user_processes(sandbox.uid)
-            described = ", ".join(f"{pid} ({_describe(pid)})" for pid in alive[:3])
-            sandbox.breach = f"a process of the student user was still running after grading: {described}"
+
+
+@contextmanager
+def protected(sandbox: Sandbox) -> Iterator[None]:
+    """The protected files and folders closed to the student user while grading (user layer); a process of
+    the student still alive at the end is a breach, and they stay closed."""
+    if sandbox.uid is None:
+        yield
+        return
+    with closed_to_others(sandbox.protected, [sandbox.uid]) as kept:
+        try:
+            yield
+        finally:
+            if sandbox.breach:
+                kept.append(sandbox.breach)
+    if kept and sandbox.breach is None:
+        sandbox.breach = kept[0]
 
 
 def _student_gone(uid: int) -> bool:

@@ -116,3 +116,20 @@ def test_output_can_be_kept_out_of_results(tmp_path: Path) -> None:
     config = config_with(tmp_path, "q1", **{"show_output = true": "show_output = false"})
     _, report = grade(submission, data, tmp_path / "results.json", "--config", str(config))
     assert "secret debug" not in json.dumps(report) and report["extra_data"]["metrics"]["q1"]["n"] == 5
+
+
+def test_output_buffered_until_the_end_is_kept(tmp_path: Path) -> None:
+    """The child skips the interpreter's teardown (a second with torch loaded), but loses none of its output:
+    a last line without a newline, and a C library printf (to a pipe, which stdio would buffer but for -u)."""
+    code = """
+import ctypes, sys
+def predict_q1(images):
+    ctypes.CDLL(None).printf(b"from C, buffered\\n")
+    sys.stderr.write("no newline at the end")
+    return images.flatten(1)[:, :10]
+"""
+    submission = write_submission(tmp_path / "submission", code)
+    data = make_reference(tmp_path / "data", n_q1=5)
+    _, report = grade(submission, data, tmp_path / "results.json", "--config", str(config_with(tmp_path, "q1")))
+    output = by_question(report)["Q1"]["output"]
+    assert "from C, buffered" in output and "no newline at the end" in output, output

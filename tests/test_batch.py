@@ -1,0 +1,191 @@
+"""mp-grader batch: a generated class graded two at a time gives each submission the grade it gets alone,
+and the CSV, the summary and the pictures say what happened. The class mixes honest, broken and hostile
+submissions, so it runs only where the namespace layer can be had (as in test_isolation.py)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, config_with, grade, make_reference
+from export_fixture import HOSTILE, kind_of, make_export
+from grader import batch
+from grader.config import load_config
+from grader.sandbox import DEFAULT_USER, user_processes
+from grader.upload import UploadLimits
+from test_isolation import unavailable
+
+N = 12  # every kind of export_fixture once, with the honest ones three times
+
+
+def _config(tmp_path: Path) -> Path:
+    return config_with(tmp_path, **{"time_limit = 240": "time_limit = 15", "time_limit = 300": "time_limit = 15"})
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory) -> dict:
+    reason = unavailable("namespace")
+    if reason:
+        pytest.skip(f"the batch's hostile submissions run only in the namespace layer: {reason}")
+    tmp = tmp_path_factory.mktemp("batch")
+    os.chmod(tmp, 0o755)  # pytest's folders are root's alone: closing them must be what protects them
+    data = make_reference(tmp / "data", n_q1=50, n_q2=2)
+    out = tmp / "out"
+    export = make_export(tmp / "export", N, data, out)
+    config = _config(tmp)
+    argv = [str(export), "--data", str(data), "--out", str(out), "--config", str(config), "--jobs", "2",
+            "--device", "cpu"]
+    assert batch.main(argv) == 0
+    return {"tmp": tmp, "data": data, "out": out, "export": export, "config": config, "argv": argv}
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "scores.csv", newline="") as f:
+        return {row["submission"]: row for row in csv.DictReader(f)}
+
+
+def test_each_score_equals_grading_alone(graded: dict) -> None:
+    rows = _rows(graded["out"])
+    assert len(rows) == N
+    for name, row in rows.items():
+        alone = graded["tmp"] / "alone" / name
+        _, report = grade(graded["export"] / name, graded["data"], alone / "results.json", "--config", str(graded["config"]))
+        batch_report = json.loads((graded["out"] / name / "results.json").read_text())
+        assert [t["score"] for t in batch_report["tests"]] == [t["score"] for t in report["tests"]], name
+        assert batch_report["extra_data"]["metrics"] == report["extra_data"]["metrics"], name
+        assert float(row["total"]) == sum(t["score"] for t in report["tests"]), name
+        q1 = report["extra_data"]["metrics"]["q1"]
+        assert row["q1_accuracy"] == ("" if "error" in q1 else f"{q1['accuracy']:.4f}"), name
+        assert row["q1_error"] == q1.get("error_kind", ""), name
+
+
+def test_csv_names_submitters_and_error_kinds(graded: dict) -> None:
+    rows = _rows(graded["out"])
+    metadata = yaml.safe_load((graded["export"] / "submission_metadata.yml").read_text())
+    for i, (name, row) in enumerate(sorted(rows.items())):
+        person = metadata[name][":submitters"][0]
+        assert row["submitters"] == f"{person[':name']} <{person[':email']}>"
+        kind = kind_of(i)
+        expected = {"syntax": "import", "exception": "exception", "shape": "shape", "nan": "nan",
+                    "timeout": "timeout", "no_predict": "upload"}.get(kind, "")
+        assert row["q1_error"] == expected, (name, kind, row)
+        assert row["error"] == expected, (name, kind, row)
+        if kind == "honest":
+            assert row["q1_accuracy"] and row["q2_mIoU"] and float(row["q2_score"]) >= 0
+        assert row["max_total"] == "50"
+
+
+def test_hostile_submissions_got_nothing_and_left_nothing(graded: dict) -> None:
+    outputs = {}
+    for i in range(N):
+        if kind_of(i) in HOSTILE:
+            report = json.loads((graded["out"] / f"submission_{1000 + i}" / "results.json").read_text())
+            outputs[kind_of(i)] = report["tests"][0]["output"]
+    assert "READ []" in outputs["reads_labels"], outputs["reads_labels"]
+    assert "kill(-1) refused" in outputs["signals_everyone"]
+    assert "process(es) your code left running were stopped" in outputs["daemon"]
+    for user in batch._student_users(2):
+        assert user_processes(batch._uid(user)) == []
+    # Reopened once no student process was left: the folders closed for the batch have their modes back.
+    for folder in (graded["data"], graded["export"], graded["out"]):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_summary_and_pictures(graded: dict) -> None:
+    summary = (graded["out"] / "summary.md").read_text()
+    assert f"{N} submissions (0 reused" in summary
+    assert "### upload (1)" in summary and "submission_1008 (q1, q2): No predict.py" in summary
+    assert "### timeout (1)" in summary and "Time limit exceeded" in summary
+    assert summary.count("- submission_") >= 5  # the slowest list and the errors
+    totals = [float(r["total"]) for r in _rows(graded["out"]).values()]
+    assert f"max {max(totals):g}" in summary and f"min {min(totals):g}" in summary
+    for name in ("scores.png", "metrics.png"):
+        assert (graded["out"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_reuses_and_a_config_change_regrades(graded: dict, capsys) -> None:
+    stamps = {p: p.read_text() for p in graded["out"].glob("*/grading.json")}
+    assert batch.main(graded["argv"]) == 0
+    assert f"{N} already graded with these settings, 0 to grade" in capsys.readouterr().err
+    assert {p: p.read_text() for p in graded["out"].glob("*/grading.json")} == stamps
+    config = load_config(graded["config"])
+    key = batch.grading_key(config, graded["data"], [])
+    changed = graded["tmp"] / "changed.toml"
+    changed.write_text(graded["config"].read_text().replace("accuracy = 0.90", "accuracy = 0.80"))
+    assert batch.grading_key(load_config(changed), graded["data"], []) != key
+    assert batch.grading_key(config, graded["data"], ["--device=cuda"]) != key
+
+
+def test_plain_folder_of_zips(tmp_path: Path) -> None:
+    """Zips are unpacked for grading, and a zip that reaches outside its folder is refused, not graded."""
+    reason = unavailable("namespace")
+    if reason:
+        pytest.skip(reason)
+    os.chmod(tmp_path, 0o755)
+    data = make_reference(tmp_path / "data", n_q1=10)
+    folder = tmp_path / "class"
+    folder.mkdir()
+    good = tmp_path / "good"
+    good.mkdir()
+    (good / "predict.py").write_text("def predict_q1(images):\n    return images.flatten(1)[:, :10]\n")
+    shutil.make_archive(str(folder / "alice"), "zip", good)
+    import zipfile
+
+    with zipfile.ZipFile(folder / "mallory.zip", "w") as z:
+        z.writestr("../../escaped.py", "print('out')\n")
+    shutil.copytree(good, folder / "bob")
+    out = tmp_path / "out"
+    rc = batch.main([str(folder), "--data", str(data), "--out", str(out), "--config",
+                     str(config_with(tmp_path, "q1")), "--device", "cpu"])
+    assert rc == 0
+    rows = _rows(out)
+    assert sorted(rows) == ["alice", "bob", "mallory"]
+    assert rows["alice"]["q1_accuracy"] == rows["bob"]["q1_accuracy"] != ""
+    assert rows["mallory"]["error"] == "batch"
+    assert "a link or a path outside the submission" in json.loads((out / "mallory" / "results.json").read_text())["output"]
+    assert not (tmp_path / "escaped.py").exists() and not (out / "escaped.py").exists()
+    assert not (out / ".unpacked" / "alice").exists()
+
+
+def test_unpack_refuses_what_exceeds_the_upload_caps(tmp_path: Path) -> None:
+    import zipfile
+
+    archive = tmp_path / "big.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("weights.bin", b"\0" * 2_000_000)  # compresses to a few KB
+        z.writestr("a/b/c/predict.py", "")
+    with pytest.raises(ValueError, match="more than 1 MiB unpacked"):
+        batch.unpack(archive, tmp_path / "x", UploadLimits(100, 2**20, 32))
+    with pytest.raises(ValueError, match="nested deeper than 2"):
+        batch.unpack(archive, tmp_path / "y", UploadLimits(100, 2**30, 2))
+
+
+def test_setups_that_would_let_runs_meet_are_refused(tmp_path: Path, capsys) -> None:
+    data = make_reference(tmp_path / "data", n_q1=5)
+    (tmp_path / "class").mkdir()
+    base = [str(tmp_path / "class"), "--data", str(data), "--config", str(REPO / "grader" / "config.toml")]
+    cases = [
+        (["--out", str(tmp_path / "o"), "--jobs", "2", "--isolation", "user"], "concurrent runs would see each other's files"),
+        (["--out", str(tmp_path / "class" / "o")], "must not lie inside"),
+        (["--out", str(tmp_path / "o"), "--jobs", "100"], "--jobs must be from 1 to 99"),
+    ]
+    for extra, message in cases:
+        assert batch.main(base + extra) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "class" / "submission_metadata.yml").write_text("- just\n- a list\n")
+    assert batch.main(base + ["--out", str(tmp_path / "o")]) == 2
+    assert "expected a mapping of submission folders" in capsys.readouterr().err
+
+
+def test_student_user_must_be_a_grader_user(tmp_path: Path, capsys) -> None:
+    from grader.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--submission", "x", "--data", "y", "--results", str(tmp_path / "r.json"), "--student-user", "root"])
+    assert f"expected {DEFAULT_USER} or {DEFAULT_USER}-N" in capsys.readouterr().err
