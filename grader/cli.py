@@ -19,9 +19,10 @@ from typing import Iterator
 from grader.cgroup import memory_left_mib
 from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, fit_memory, load_config,
                            with_overrides)
-from grader.report import ResultsFile, build_results, fallback_results, terminal_summary
+from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary
 from grader.sandbox import DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
 from grader.scoring import score_question
+from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
 from grader.upload import UploadError, stage_upload
 
@@ -56,6 +57,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-accounting", choices=MEMORY_ACCOUNTING, default="auto",
                    help="cgroup: a memory cgroup per question (needs root and a writable cgroup file system); "
                         "processes: resident anonymous and shared memory plus tmpfs use; auto (default): cgroup when possible")
+    p.add_argument("--submission-metadata", type=Path,
+                   help="Gradescope's submission_metadata.json, for [grader].daily_submission_limit (run_autograder passes it)")
     p.add_argument("--student-user", type=student_user, default=DEFAULT_USER,
                    help=f"the unprivileged user student code runs as, when the grader is root (default {DEFAULT_USER}; "
                         "`mp-grader batch` gives each concurrent run its own)")
@@ -167,6 +170,23 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     return Graded(report, summary, staff_problem, results, classes)
 
 
+def submission_limit(config: GraderConfig, metadata: Path | None) -> tuple[LimitCheck | None, list[str]]:
+    """The daily limit's verdict on this submission (None where there is no limit or no way to apply it), and
+    notes. Metadata that cannot be read grades the submission, saying so: the fault is not the student's."""
+    limit = config.daily_submission_limit
+    if not limit:
+        return None, []
+    if metadata is None or not metadata.is_file():
+        return None, [f"Note: the limit of {limit} submissions a day is not applied here (no submission_metadata.json; "
+                      "Gradescope gives one)."]
+    try:
+        now, earlier = read_metadata(metadata)
+    except MetadataError as exc:
+        return None, [f"Note for staff: the daily submission limit could not be applied: {exc}"]
+    check = check_limit(now, earlier, limit, config.over_limit_keeps)
+    return check, [] if check.over else [f"This is valid submission {check.counted + 1} of {limit} in 24 hours."]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     config, sandbox = None, None
@@ -180,8 +200,17 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {flag: vars(args)[flag[2:].replace("-", "_")] for flag in OVERRIDES}
         config = with_overrides(load_config(args.config), device=args.device, overrides=overrides)
         config, memory_notes = fit_memory(config, memory_left_mib(), "the memory limit of this machine or container")
+        check, limit_notes = submission_limit(config, args.submission_metadata)
+        if check is not None and check.over:  # nothing of the student's runs
+            base = {"visibility": config.visibility, "stdout_visibility": config.stdout_visibility,
+                    "extra_data": {"grader": provenance(config)}}
+            results_file.write(over_limit_results(check, config.over_limit_keeps, base))
+            print(f"Submission limit reached: not graded; results written to {args.results}")
+            return 0
         sandbox = prepare(args.isolation, args.memory_accounting, protected_inputs(args.data, config), args.student_user)
-        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, memory_notes)
+        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, [*limit_notes, *memory_notes])
+        if check is not None:
+            graded.report["extra_data"]["submission_limit"] = check.record
         if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
             sandbox.sweep([args.results.resolve().parent])
     except (ConfigError, SandboxError) as exc:

@@ -19,6 +19,7 @@ else:  # Gradescope's default base image (Ubuntu 22.04) has Python 3.10
 
 DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+KEEPS = ("best", "last")  # the earlier score that stands for a submission past the daily limit
 DEVICES = ("auto", "cpu", "cuda")
 QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
 # Command-line flags that override a setting of every question.
@@ -87,6 +88,9 @@ class GraderConfig:
     # Gradescope's autograder timeout for the assignment (its default: 10 minutes): the question time
     # limits must fit inside it with RESERVE_SECONDS to spare, or Gradescope kills the run mid-question.
     time_budget: float = field(default=600.0, metadata={"bound": Bound(float, 0, inclusive=False)})
+    # Valid submissions per rolling 24 hours (0: no limit), and which earlier score stands past it.
+    daily_submission_limit: int = field(default=0, metadata={"bound": Bound(int, 0)})
+    over_limit_keeps: str = "best"
     source: Path = DEFAULT_CONFIG
     sha256: str = ""  # of the config file's text, for audits of a regrade
 
@@ -168,7 +172,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
     bounds = _bounds(GraderConfig)
-    grader_keys = ("device", "visibility", "stdout_visibility", "checks", *bounds)
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks", "over_limit_keeps", *bounds)
     for name in grader:
         if name not in grader_keys:
             raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")
@@ -178,6 +182,9 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             _check_type(f"{path}: [grader].{name}", grader[name], str)
     if grader.get("device", "auto") not in DEVICES:
         raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
+    if grader.get("over_limit_keeps", "best") not in KEEPS:
+        raise ConfigError(f"{path}: [grader].over_limit_keeps: expected one of {', '.join(KEEPS)}, "
+                          f"got {grader['over_limit_keeps']!r}")
     for name in ("visibility", "stdout_visibility"):
         if grader.get(name, "visible") not in VISIBILITIES:
             raise ConfigError(f"{path}: [grader].{name}: expected one of {', '.join(VISIBILITIES)}, got {grader[name]!r}")
