@@ -32,9 +32,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from grader import __version__
+from grader import __version__, duplicates
 from grader.cgroup import memory_left_mib
 from grader.cli import protected_inputs
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config
@@ -72,6 +73,7 @@ class Outcome:
     seconds: float
     reused: bool = False
     problem: str = ""  # what went wrong outside the grader's own report (unpacking, a killed grader)
+    files: list = field(default_factory=list)  # (sha256, size, path) of its larger files, for the duplicate check
 
 
 def _submitter(person: object) -> str:
@@ -172,7 +174,8 @@ class Batch:
         report = _read_report(folder / "results.json")
         if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.key:
             return None
-        return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""))
+        return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
+                       files=[tuple(f) for f in stamp.get("files", [])])
 
     def grade(self, entry: Entry, user: str) -> Outcome:
         folder = self.out / entry.name
@@ -181,6 +184,7 @@ class Batch:
         results, problem, started = folder / "results.json", "", time.monotonic()
         submission = entry.source
         unpacked = self.out / ".unpacked" / entry.name
+        files: list = []
         try:
             if entry.source.suffix == ".zip" and entry.source.is_file():
                 shutil.rmtree(unpacked, ignore_errors=True)
@@ -193,13 +197,14 @@ class Batch:
             if not problem:
                 argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data", str(self.args.data),
                         "--results", str(results), "--config", str(self.args.config), f"--student-user={user}",
-                        *self.options]
+                        "--predictions", str(folder / "predictions.npz"), *self.options]
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        timeout=self.timeout, check=False)
                     except subprocess.TimeoutExpired:
                         problem = f"the grader did not finish within {self.timeout} s and was killed"
+                files = duplicates.file_hashes(submission)
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
         report = _read_report(results)
@@ -209,8 +214,8 @@ class Batch:
             results.write_text(json.dumps(report, indent=2))
         seconds = time.monotonic() - started
         (folder / "grading.json").write_text(json.dumps({"key": self.key, "seconds": seconds, "problem": problem,
-                                                         "user": user}, indent=2))
-        return Outcome(entry, report, seconds, problem=problem)
+                                                         "user": user, "files": files}, indent=2))
+        return Outcome(entry, report, seconds, problem=problem, files=files)
 
 
 def error_kinds(outcome: Outcome) -> dict[str, str]:
@@ -290,9 +295,9 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
 
 def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Path]:
     """scores.png: the distribution of totals and of each question's score; metrics.png: each metric's."""
-    from grader.plots import _pyplot
+    from grader.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     questions = list(config.questions)
     fig, axes = plt.subplots(1, 1 + len(questions), figsize=(4 * (1 + len(questions)), 3.2), squeeze=False)
     series = [("total", sum(c.points for c in config.questions.values()),
@@ -324,6 +329,37 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     return [folder / "scores.png", folder / "metrics.png"]
 
 
+def check_duplicates(args: argparse.Namespace, config: GraderConfig, outcomes: list[Outcome], out: Path) -> str:
+    """duplicates.md and duplicates.png; returns the summary's line about them."""
+    from grader.reference import ReferenceDataError, load_reference
+
+    files = duplicates.identical_files({o.entry.name: o.files for o in outcomes})
+    pairs = []
+    for q in config.questions:
+        predictions = {}
+        for o in outcomes:
+            try:
+                with np.load(out / o.entry.name / "predictions.npz", allow_pickle=False) as saved:
+                    if q in saved.files:
+                        predictions[o.entry.name] = saved[q]
+            except (OSError, ValueError):
+                continue
+        try:
+            labels = load_reference(args.data, q).labels
+        except ReferenceDataError:
+            continue
+        pairs += duplicates.similar_predictions(q, predictions, labels)
+    submitters = {o.entry.name: o.entry.submitters for o in outcomes}
+    (out / "duplicates.md").write_text(duplicates.report(files, pairs, args.duplicate_threshold, submitters))
+    try:
+        duplicates.draw(pairs, args.duplicate_threshold, out / "duplicates.png")
+    except Exception as exc:  # a picture is a convenience
+        print(f"mp-grader batch: could not draw duplicates.png: {type(exc).__name__}: {exc}", file=sys.stderr)
+    flagged = sum(p.overlap >= args.duplicate_threshold for p in pairs)
+    return (f"Possible copies (duplicates.md): {len(files)} file(s) identical across submissions, {flagged} pair(s) "
+            f"sharing at least {100 * args.duplicate_threshold:g} % of their mistakes.")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mp-grader batch", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -333,6 +369,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     p.add_argument("--jobs", type=int, default=1, help=f"submissions graded at once (1 to {MAX_JOBS}; more than 1 needs "
                                                         "the namespace layer: bubblewrap)")
+    p.add_argument("--duplicate-threshold", type=float, default=0.9,
+                   help="flag pairs of submissions sharing at least this fraction of their mistakes (default 0.9)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded with the same settings")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto")
@@ -422,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if kept:
         notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {kept[0]}.")
     ordered = [outcomes[e.name] for e in entries]
+    notes.append(check_duplicates(args, config, ordered, batch.out))
     write_csv(config, ordered, batch.out / "scores.csv")
     summary = summary_text(config, ordered, notes)
     (batch.out / "summary.md").write_text(summary)

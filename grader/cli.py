@@ -6,6 +6,7 @@ run (bad config, reference data or checks), after writing a results.json that sa
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -57,6 +58,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-accounting", choices=MEMORY_ACCOUNTING, default="auto",
                    help="cgroup: a memory cgroup per question (needs root and a writable cgroup file system); "
                         "processes: resident anonymous and shared memory plus tmpfs use; auto (default): cgroup when possible")
+    p.add_argument("--predictions", type=Path,
+                   help="also write each image's predicted class ids here (.npz, one array per graded question)")
     p.add_argument("--submission-metadata", type=Path,
                    help="Gradescope's submission_metadata.json, for [grader].daily_submission_limit (run_autograder passes it)")
     p.add_argument("--student-user", type=student_user, default=DEFAULT_USER,
@@ -116,7 +119,7 @@ class Graded:
 
 
 def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
-                     problem: str | None) -> tuple[dict, dict, dict, bool]:
+                     problem: str | None, keep_predictions: bool) -> tuple[dict, dict, dict, bool]:
     """(results, scores, classes, staff_problem) of every configured question, in order. After a breach
     of the isolation the remaining questions are not run."""
     from grader.evaluation import QuestionResult, evaluate
@@ -137,13 +140,14 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
                                               error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
-                results[key] = evaluate(ref, submission, cfg, config.device, sandbox)
+                results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions)
         staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
     return results, scores, classes, staff_problem
 
 
-def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, notes: list[str] | None = None) -> Graded:
+def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, notes: list[str] | None = None,
+          keep_predictions: bool = False) -> Graded:
     """Grade every configured question: check and stage the upload, run each question in the sandbox with
     the grader's files closed, then the instructor's checks. `notes` go into the report and the summary."""
     from grader.checks import load_checks, run_checks
@@ -160,7 +164,8 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     notes = [*found, *(notes or []), sandbox.note]
     with _removed(staging):
         with protected(sandbox):
-            results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem)
+            results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem,
+                                                                       keep_predictions)
         if sandbox.breach:
             notes.append(f"Grading stopped: {sandbox.breach}")
         metrics = {k: r.reported_metrics for k, r in results.items()}
@@ -187,6 +192,22 @@ def submission_limit(config: GraderConfig, metadata: Path | None) -> tuple[Limit
     return check, [] if check.over else [f"This is valid submission {check.counted + 1} of {limit} in 24 hours."]
 
 
+def save_predictions(path: Path, arrays: dict) -> None:
+    """Into a new file beside `path`, then renamed over it: a link planted at `path` is replaced, never followed."""
+    import tempfile
+
+    import numpy as np
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictions-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     config, sandbox = None, None
@@ -208,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Submission limit reached: not graded; results written to {args.results}")
             return 0
         sandbox = prepare(args.isolation, args.memory_accounting, protected_inputs(args.data, config), args.student_user)
-        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, [*limit_notes, *memory_notes])
+        graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, [*limit_notes, *memory_notes],
+                       keep_predictions=args.predictions is not None)
         if check is not None:
             graded.report["extra_data"]["submission_limit"] = check.record
         if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
@@ -226,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         if sandbox is not None:
             sandbox.close()
     results_file.write(graded.report)
+    if args.predictions is not None:
+        save_predictions(args.predictions, {k: r.predicted for k, r in graded.results.items() if r.predicted is not None})
     print(graded.summary)
     print(f"results written to {args.results}")
     if args.plots is not None:

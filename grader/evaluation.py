@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from grader.config import QuestionConfig
-from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, quantized_softmax
+from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, first_argmax, quantized_softmax
 from grader.reference import ReferenceSet
 from grader.runner import ChildRun, GraderError, Limits, OutputTrim, StudentError, run_predictions
 from grader.sandbox import Sandbox
@@ -38,6 +38,7 @@ class QuestionResult:
         return {"error": self.error, "error_kind": self.error_kind} if self.error is not None else self.metrics
     confusion_matrix: np.ndarray | None = None
     run: ChildRun = field(default_factory=ChildRun)
+    predicted: np.ndarray | None = None  # predicted class ids (uint8), when asked for: batch duplicate checks
 
 
 def _value(x: float) -> float | None:
@@ -55,8 +56,10 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
                           for c, ap, iou in zip(classes, state["AP"], state["IoU"])}}
 
 
-def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox) -> QuestionResult:
-    """Grade one question; a StudentError or GraderError becomes `error`, anything else propagates."""
+def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox,
+             keep_predictions: bool = False) -> QuestionResult:
+    """Grade one question; a StudentError or GraderError becomes `error`, anything else propagates.
+    `keep_predictions`: also return each image's predicted class ids (Q2: per pixel), as uint8."""
     num_classes = len(ref.classes)
     accumulator: ClassificationAccumulator | SegmentationAccumulator
     if ref.question == "q1":
@@ -65,6 +68,7 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
         accumulator, tail = SegmentationAccumulator(num_classes), (num_classes, *ref.images.shape[1:3])
     result = QuestionResult(ref.question, run=ChildRun(output=OutputTrim(cfg.output_limit)))
     limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
+    kept: list[np.ndarray] = []
     progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} predict", unit="img", file=sys.stderr,
                     dynamic_ncols=True)
     predictions = run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox, result.run)
@@ -76,9 +80,13 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
                 target = ref.labels[start : start + len(scores)]
                 if ref.question == "q1":
                     accumulator.update(scores, target)
+                    if keep_predictions:
+                        kept.append(np.argmax(scores, axis=1).astype(np.uint8))
                 else:
                     quantized = quantized_softmax(scores)
                     accumulator.update(quantized, target)
+                    if keep_predictions:
+                        kept.append(first_argmax(quantized))
                     for i in range(max(0, min(len(scores), EXAMPLES - start))):
                         result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
                                                 np.argmax(quantized[i], axis=0)))
@@ -94,6 +102,7 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
     finally:
         progress.close()
     state = accumulator.compute()
+    result.predicted = np.concatenate(kept) if kept else None
     result.confusion_matrix = state["confusion_matrix"]
     result.metrics = (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)
     return result

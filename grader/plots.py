@@ -9,7 +9,7 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [255, 225, 25], [60, 180, 75], [0,
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -20,7 +20,7 @@ def _pyplot():
 
 def confusion_matrix_png(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """Rows = ground truth, normalised per row (the per-class accuracy is the diagonal), counts printed."""
-    plt = _pyplot()
+    plt = pyplot()
     with np.errstate(invalid="ignore", divide="ignore"):
         share = cm / cm.sum(axis=1, keepdims=True)
     size = max(5.0, 0.6 * len(classes) + 2)
@@ -44,7 +44,7 @@ def confusion_matrix_png(cm: np.ndarray, classes: list[str], title: str, path: P
 
 def overlays_png(examples: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]], classes: list[str], path: Path) -> Path:
     """One row per image: the photo, the ground truth and the prediction, colour-coded by class."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(examples), 3, figsize=(9, 3 * len(examples)), squeeze=False)
     for row, (name, image, label, pred) in zip(axes, examples):
         panels = (image, (0.5 * image + 0.5 * PALETTE[label]).astype(np.uint8),

@@ -189,3 +189,36 @@ def test_student_user_must_be_a_grader_user(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--submission", "x", "--data", "y", "--results", str(tmp_path / "r.json"), "--student-user", "root"])
     assert f"expected {DEFAULT_USER} or {DEFAULT_USER}-N" in capsys.readouterr().err
+
+
+def test_copies_are_flagged(tmp_path: Path) -> None:
+    """An exact copy (the same weight file) and a near copy (the weights nudged, so a new file) of one
+    submission are flagged; independently drawn models are not."""
+    import numpy as np
+
+    from export_fixture import HONEST
+
+    os.chmod(tmp_path, 0o755)
+    data = make_reference(tmp_path / "data", n_q1=300)
+    rng = np.random.default_rng(1)
+    weights = {f"student_{i}": rng.normal(size=(784, 10)).astype(np.float32) for i in range(3)}
+    weights["copier"] = weights["student_0"]
+    weights["tweaker"] = weights["student_0"] + rng.normal(scale=1e-3, size=(784, 10)).astype(np.float32)
+    for name, w in weights.items():
+        (tmp_path / "class" / name).mkdir(parents=True)
+        (tmp_path / "class" / name / "predict.py").write_text(HONEST.format(q2_class=0))
+        np.save(tmp_path / "class" / name / "w1.npy", w)
+    out = tmp_path / "out"
+    assert batch.main([str(tmp_path / "class"), "--data", str(data), "--out", str(out), "--config",
+                       str(config_with(tmp_path, "q1")), "--device", "cpu"]) == 0
+    text = (out / "duplicates.md").read_text()
+    identical = text.split("## Identical files")[1].split("##")[0]
+    assert "copier (unknown): w1.npy" in identical and "student_0 (unknown): w1.npy" in identical
+    assert "tweaker" not in identical and "student_1" not in identical
+    flagged = text.split("## Predictions that share their mistakes")[1].split("## All pairs")[0]
+    pairs = {tuple(sorted(line.split(": ")[1].replace(" (unknown)", "").split(" and "))) for line in flagged.splitlines()
+             if line.startswith("- Q1")}
+    assert pairs == {("copier", "student_0"), ("student_0", "tweaker"), ("copier", "tweaker")}, flagged
+    assert "Q1: 10 pairs" in text
+    assert (out / "duplicates.png").read_bytes()[:4] == b"\x89PNG"
+    assert "1 file(s) identical across submissions, 3 pair(s)" in (out / "summary.md").read_text()

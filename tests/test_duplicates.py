@@ -1,0 +1,50 @@
+"""The duplicate checks against brute-force counts, and the file hashing against what it must skip."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from grader.duplicates import WEIGHT_MIN_BYTES, file_hashes, identical_files, similar_predictions
+
+
+def test_shared_error_overlap_matches_a_count_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 500)
+    preds = {name: np.where(rng.random(500) < 0.7, labels, rng.integers(0, 10, 500)).astype(np.uint8) for name in "abc"}
+    preds["copy_of_a"] = preds["a"].copy()
+    pairs = {(p.a, p.b): p for p in similar_predictions("q1", preds, labels)}
+    assert len(pairs) == 6
+    for (a, b), pair in pairs.items():
+        either = sum(1 for i in range(500) if preds[a][i] != labels[i] or preds[b][i] != labels[i])
+        shared = sum(1 for i in range(500) if preds[a][i] != labels[i] and preds[a][i] == preds[b][i])
+        assert pair.overlap == shared / either
+        assert pair.agreement == sum(preds[a][i] == preds[b][i] for i in range(500)) / 500
+    assert pairs[("a", "copy_of_a")].overlap == 1.0 and pairs[("a", "b")].overlap < 0.5
+
+
+def test_q2_compares_a_fixed_sample_of_pixels_and_skips_wrong_shapes() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, (10, 224, 224)).astype(np.uint8)
+    a = rng.integers(0, 6, labels.shape).astype(np.uint8)
+    pairs = similar_predictions("q2", {"a": a, "a2": a.copy(), "bad": a[:5]}, labels)
+    assert [(p.a, p.b, p.overlap, p.agreement) for p in pairs] == [("a", "a2", 1.0, 1.0)]
+
+
+def test_file_hashes_skip_small_files_links_and_fifos(tmp_path: Path) -> None:
+    weights = os.urandom(WEIGHT_MIN_BYTES)
+    (tmp_path / "a" / "sub").mkdir(parents=True)
+    (tmp_path / "a" / "sub" / "w.pt").write_bytes(weights)
+    (tmp_path / "a" / "predict.py").write_text("x = 1\n")
+    (tmp_path / "a" / "link.pt").symlink_to(tmp_path / "a" / "sub" / "w.pt")
+    os.mkfifo(tmp_path / "a" / "pipe")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "mine.pt").write_bytes(weights)
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "other.pt").write_bytes(os.urandom(WEIGHT_MIN_BYTES))
+    hashes = {n: file_hashes(tmp_path / n) for n in "abc"}
+    sha = hashlib.sha256(weights).hexdigest()
+    assert hashes["a"] == [(sha, WEIGHT_MIN_BYTES, "sub/w.pt")]
+    assert identical_files(hashes) == [(sha, WEIGHT_MIN_BYTES, [("a", "sub/w.pt"), ("b", "mine.pt")])]
