@@ -54,6 +54,47 @@ def build_q2(split_dir: Path, classes: list[str], out: Path) -> int:
     return len(stems)
 
 
+KIT_README = """# Test images for prediction-file grading
+
+Predict every image here and upload the predictions as .npy files (`np.save`), at the top of your zip:
+
+{items}
+
+The order is the order of the images: {order}. No labels are included: the grader holds them.
+"""
+
+
+def write_kit(reference: Path, kit: Path) -> list[str]:
+    """The student-facing kit of a reference folder: its test images without labels, and a README saying
+    which files to upload, their shape and dtype, in which order. Returns what it holds, per question."""
+    from grader.config import PREDICTION_FILES
+
+    items, order, held = [], [], []
+    if (reference / "q1").is_dir():
+        ref = load_reference(reference, "q1")
+        (kit / "q1").mkdir(parents=True)
+        np.save(kit / "q1" / "images.npy", ref.images)
+        shutil.copyfile(reference / "q1" / "classes.txt", kit / "q1" / "classes.txt")
+        items.append(f"- `{PREDICTION_FILES['q1']}`: integer labels, shape ({len(ref)},), one per image of "
+                     f"`q1/images.npy` (uint8, {ref.images.shape}); the classes are numbered as in `q1/classes.txt`.")
+        order.append("Q1 as in `q1/images.npy`")
+        held.append(f"q1: {len(ref)} images")
+    if (reference / "q2").is_dir():
+        ref = load_reference(reference, "q2")
+        (kit / "q2" / "images").mkdir(parents=True)
+        for name in ref.names:
+            shutil.copyfile(reference / "q2" / "images" / f"{name}.jpg", kit / "q2" / "images" / f"{name}.jpg")
+        shutil.copyfile(reference / "q2" / "classes.txt", kit / "q2" / "classes.txt")
+        n, h, w = ref.labels.shape
+        c = len(ref.classes)
+        items.append(f"- `{PREDICTION_FILES['q2']}`: uint8 class probabilities as floor(255 p), shape ({n}, {c}, {h}, "
+                     f"{w}) (scored by AP and IoU); or integer labels, shape ({n}, {h}, {w}) (IoU only).")
+        order.append("Q2 the file names of `q2/images/` sorted as strings (`sorted(glob('*.jpg'))`: 0, 1, 10, 100, 11, ...)")
+        held.append(f"q2: {len(ref)} images")
+    (kit / "README.md").write_text(KIT_README.format(items="\n".join(items), order="; ".join(order)))
+    return held
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--fashion-mnist", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or not)")
@@ -62,6 +103,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-classes", type=Path, help="classes.txt for Q2 (default: beside --seg-split)")
     p.add_argument("--out", type=Path, default=Path("reference_data"), help="output folder (default: reference_data)")
     p.add_argument("--replace", action="store_true", help="replace --out if it exists (never merged into)")
+    p.add_argument("--kit", type=Path, help="also write the students' kit for prediction-file mode here: the test "
+                                            "images without labels (alone: the kit of an existing --out)")
     return p
 
 
@@ -81,9 +124,28 @@ def _build(args: argparse.Namespace, out: Path) -> dict[str, str]:
     return built
 
 
+def _kit(args: argparse.Namespace) -> int:
+    if args.kit.exists():
+        print(f"build_reference: {args.kit} exists; the kit goes into a new folder", file=sys.stderr)
+        return 2
+    try:
+        held = write_kit(args.out, args.kit)
+    except (OSError, ReferenceDataError) as exc:
+        shutil.rmtree(args.kit, ignore_errors=True)
+        print(f"build_reference: {exc}", file=sys.stderr)
+        return 2
+    print(f"kit for students (no labels): {', '.join(held)} -> {args.kit}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.fashion_mnist is None and args.seg_split is None:
+        if args.kit is not None:
+            return _kit(args)
         print("nothing to build: give --fashion-mnist and/or --seg-split", file=sys.stderr)
+        return 2
+    if args.kit is not None and args.kit.exists():
+        print(f"build_reference: {args.kit} exists; the kit goes into a new folder", file=sys.stderr)
         return 2
     out = args.out
     if out.exists() and not args.replace:
@@ -106,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"build_reference: {exc}", file=sys.stderr)
         return 2
     print("\n".join(f"{question}: {what} -> {out / question}" for question, what in built.items()))
-    return 0
+    return _kit(args) if args.kit is not None else 0
 
 
 if __name__ == "__main__":

@@ -73,16 +73,18 @@ def protected_inputs(data: Path, config: GraderConfig) -> list[Path]:
     return [p.resolve() for p in (data, config.source, Path(__file__).parent, *([config.checks] if config.checks else []))]
 
 
-def locate_submission(folder: Path) -> tuple[Path, str | None, list[str]]:
-    """The folder holding predict.py: the top of the upload, or its one subfolder (a zipped folder)."""
-    if (folder / "predict.py").is_file():
+def locate_submission(folder: Path, markers: list[str]) -> tuple[Path, str | None, list[str]]:
+    """The folder holding the `markers` files: the top of the upload, or its one subfolder (a zipped folder)."""
+    if any((folder / m).is_file() for m in markers):
         return folder, None, []
-    nested = sorted(p.parent for p in folder.glob("*/predict.py"))
-    if len(nested) == 1:
-        where = f"{printable(nested[0].name, name=True)}/predict.py"
-        return nested[0], None, [f"Note: graded {where}. Next time zip the files themselves, not their folder."]
-    return folder, ("No predict.py at the top of the submission: predict.py (with predict_q1 and predict_q2) "
-                    "must sit at the top of the zip, not inside a subfolder."), []
+    found = sorted(p for m in markers for p in folder.glob(f"*/{m}"))
+    if len({p.parent for p in found}) == 1:
+        where = f"{printable(found[0].parent.name, name=True)}/{found[0].name}"
+        return found[0].parent, None, [f"Note: graded {where}. Next time zip the files themselves, not their folder."]
+    names = " and ".join(markers)
+    what = "predict.py (with predict_q1 and predict_q2)" if markers == ["predict.py"] else names
+    return folder, (f"No {names} at the top of the submission: {what} must sit at the top of the zip, not inside "
+                    "a subfolder."), []
 
 
 def draw(results: dict, classes: dict[str, list[str]], folder: Path) -> list[Path]:
@@ -158,7 +160,7 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     staging = None
     try:
         staging = stage_upload(submission, limits)
-        submission, problem, found = locate_submission(staging)
+        submission, problem, found = locate_submission(staging, config.upload_markers)
     except UploadError as exc:
         problem, found = f"Your submission cannot be graded: {exc}", []
     notes = [*found, *(notes or []), sandbox.note]

@@ -72,6 +72,9 @@ class QuestionConfig:
     memory_limit: int = field(default=2048, metadata={"doc": "MiB of anonymous + shared memory of the student's processes",
                                                       "bound": Bound(int, 64)})
     show_output: bool = field(default=True, metadata={"doc": "show the student's printed output in the test"})
+    mode: str = field(default="code", metadata={"doc": "code: run predict(); predictions: score an uploaded .npy file"})
+    predictions_file: str = field(default="", metadata={"doc": "the .npy file graded in predictions mode "
+                                                               "(default Q1_label_predictions.npy, Q2_sseg_predictions.npy)"})
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,14 @@ class GraderConfig:
         return sum(q.points for q in self.questions.values())
 
     @property
+    def upload_markers(self) -> list[str]:
+        """The files that mark the top of an upload: predict.py when any question runs code, else the
+        prediction files."""
+        if any(q.mode == "code" for q in self.questions.values()):
+            return ["predict.py"]
+        return [q.predictions_file for q in self.questions.values()]
+
+    @property
     def upload_limits(self) -> UploadLimits:
         return UploadLimits(self.upload_max_files, self.upload_max_mib * 2**20, self.upload_max_depth,
                             self.upload_max_file_mib * 2**20)
@@ -111,8 +122,10 @@ def _bounds(cls: type) -> dict[str, Bound]:
 
 _CHOICES = {
     "partial_credit": ("proportional", "none"), "combine": ("min", "mean"),
-    "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES,
+    "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES, "mode": ("code", "predictions"),
 }
+# The course's own file names for prediction-file mode.
+PREDICTION_FILES = {"q1": "Q1_label_predictions.npy", "q2": "Q2_sseg_predictions.npy"}
 
 
 def _check_type(where: str, value: Any, expected: type | tuple[type, ...]) -> None:
@@ -142,6 +155,12 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
     for name, choices in _CHOICES.items():
         if name in values and values[name] not in choices:
             raise ConfigError(f"{where(name)}: expected one of {', '.join(choices)}, got {values[name]!r}")
+    values["predictions_file"] = values.get("predictions_file") or PREDICTION_FILES[key]
+    _check_type(where("predictions_file"), values["predictions_file"], str)
+    name = values["predictions_file"]
+    if "/" in name or "\\" in name or name.startswith(".") or not name.endswith(".npy"):
+        raise ConfigError(f"{where('predictions_file')}: expected a file name ending in .npy at the top of the "
+                          f"submission, got {name!r}")
     thresholds = values["thresholds"]
     _check_type(where("thresholds"), thresholds, dict)
     known = QUESTION_METRICS[key]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from grader import prediction_file
 from grader.config import QuestionConfig
 from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, first_argmax, quantized_softmax
 from grader.reference import ReferenceSet
@@ -58,7 +60,8 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
 
 def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox,
              keep_predictions: bool = False) -> QuestionResult:
-    """Grade one question; a StudentError or GraderError becomes `error`, anything else propagates.
+    """Grade one question, by running the submission's predict() in the sandbox or, in prediction-file mode,
+    from its uploaded file; a StudentError or GraderError becomes `error`, anything else propagates.
     `keep_predictions`: also return each image's predicted class ids (Q2: per pixel), as uint8."""
     num_classes = len(ref.classes)
     accumulator: ClassificationAccumulator | SegmentationAccumulator
@@ -67,29 +70,36 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
     else:
         accumulator, tail = SegmentationAccumulator(num_classes), (num_classes, *ref.images.shape[1:3])
     result = QuestionResult(ref.question, run=ChildRun(output=OutputTrim(cfg.output_limit)))
-    limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
     kept: list[np.ndarray] = []
-    progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} predict", unit="img", file=sys.stderr,
-                    dynamic_ncols=True)
-    predictions = run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox, result.run)
+    from_file, labels_only = cfg.mode == "predictions", False
+    progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} {'score file' if from_file else 'predict'}", unit="img",
+                    file=sys.stderr, dynamic_ncols=True)
+    started = time.monotonic()
     try:
+        if from_file:
+            result.run.device = f"your {cfg.predictions_file}"
+            labels_only, inner = prediction_file.batches(submission / cfg.predictions_file, ref.question, len(ref),
+                                                         num_classes, ref.images.shape[1:3], cfg.batch_size)
+            source = inner
+        else:
+            limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
+            inner = run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox, result.run)
+            source = inner if ref.question == "q1" else ((start, quantized_softmax(s)) for start, s in inner)
         # closing(): however this loop ends, the generator's cleanup (killing the child) runs now,
         # while the grader's files are still closed to the student user.
-        with closing(predictions):
-            for start, scores in predictions:
+        with closing(inner):
+            for start, scores in source:
                 target = ref.labels[start : start + len(scores)]
+                accumulator.update(scores, target)
                 if ref.question == "q1":
-                    accumulator.update(scores, target)
                     if keep_predictions:
                         kept.append(np.argmax(scores, axis=1).astype(np.uint8))
                 else:
-                    quantized = quantized_softmax(scores)
-                    accumulator.update(quantized, target)
                     if keep_predictions:
-                        kept.append(first_argmax(quantized))
+                        kept.append(first_argmax(scores))
                     for i in range(max(0, min(len(scores), EXAMPLES - start))):
                         result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
-                                                np.argmax(quantized[i], axis=0)))
+                                                np.argmax(scores[i], axis=0)))
                 progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details, result.examples = exc.message, exc.details, []  # no pictures of a failed run
@@ -101,7 +111,11 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
         return result
     finally:
         progress.close()
+        if from_file:
+            result.run.seconds = time.monotonic() - started
     state = accumulator.compute()
+    if labels_only:  # AP ranks scores; labels have none
+        state["AP"], state["mAP"] = [math.nan] * num_classes, math.nan
     result.predicted = np.concatenate(kept) if kept else None
     result.confusion_matrix = state["confusion_matrix"]
     result.metrics = (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)

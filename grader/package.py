@@ -22,7 +22,9 @@ import zipfile
 from pathlib import Path
 
 from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, tomllib
+from grader.prediction_file import check_file
 from grader.reference import ReferenceDataError, load_reference
+from grader.runner import StudentError
 from grader.upload import UploadError, stage_upload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +91,13 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
     try:
         for key, cfg in config.questions.items():
             ref = load_reference(data, key)
+            if cfg.mode == "predictions":
+                try:
+                    line = check_file(staging / cfg.predictions_file, key, len(ref.classes), ref.images.shape[1:3])
+                except StudentError as exc:
+                    raise PackageError(f"{key.upper()}: {exc.message}") from None
+                lines.append(f"{line} (the number of images is checked on Gradescope, against the test images)")
+                continue
             n = min(SMOKE_IMAGES, len(ref))
             small = dataclasses.replace(ref, images=ref.images[:n], labels=ref.labels[:n], names=ref.names[:n])
             result = evaluate(small, staging, dataclasses.replace(cfg, batch_size=n), "cpu", sandbox)
@@ -106,10 +115,11 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
 def submission_zip(folder: Path, out: Path, config: GraderConfig, data: Path) -> list[str]:
     """Check `folder` as the grader will, try predict.py on a few reference images, and zip its files at
     the zip's top. Returns what the student should read; raises PackageError."""
-    if not (folder / "predict.py").is_file():
-        nested = sorted(p.parent.name for p in folder.glob("*/predict.py"))
+    markers = config.upload_markers
+    if not any((folder / m).is_file() for m in markers):
+        nested = sorted({p.parent.name for m in markers for p in folder.glob(f"*/{m}")})
         hint = f" (it is in {nested[0]}/: give that folder instead)" if len(nested) == 1 else ""
-        raise PackageError(f"{folder}: no predict.py at its top{hint}")
+        raise PackageError(f"{folder}: no {' or '.join(markers)} at its top{hint}")
     files = _files(folder)
     with tempfile.TemporaryDirectory(prefix="submission-zip-") as tmp:
         unpacked = Path(tmp)  # what Gradescope will unpack: the files that go into the zip, no more
