@@ -17,20 +17,22 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import hashlib
 import json
 import os
-import queue
 import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -40,8 +42,8 @@ from grader.cgroup import memory_left_mib
 from grader.cli import protected_inputs
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config
 from grader.report import fallback_results
-from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, SandboxError, closed_paths, closed_to_others,
-                            ensure_user, prepare)
+from grader.sandbox import (DEFAULT_USER, ISOLATIONS, LOCK_FOLDER, MEMORY_ACCOUNTING, SandboxError, closed_paths,
+                            closed_to_others, ensure_user, prepare)
 from grader.text import printable
 from grader.upload import UploadLimits
 
@@ -154,16 +156,26 @@ def _read_report(path: Path) -> dict | None:
     return report if isinstance(report, dict) and isinstance(report.get("tests"), list) else None
 
 
-class Batch:
-    """The batch's settings and the grading of one submission in its own grader process."""
+@dataclass(frozen=True)
+class Settings:
+    """What grading one submission needs, wherever it runs (picklable, for Dask workers): absolute paths,
+    which a worker must see as the batch's machine does."""
 
-    def __init__(self, args: argparse.Namespace, config: GraderConfig):
-        self.args, self.config = args, config
-        self.out = args.out.resolve()
-        self.options = [f"--device={args.device}", f"--isolation={args.isolation}",
-                        f"--memory-accounting={args.memory_accounting}", *args.memory_option]
-        self.key = grading_key(config, args.data.resolve(), self.options)
-        self.timeout = config.time_budget + GRADER_MARGIN
+    config: Path
+    data: Path
+    options: tuple[str, ...]  # the grader's flags that affect a result
+    key: str  # grading_key() of the above
+    timeout: float  # seconds a grader process gets before it is killed
+    slots: int  # student users a machine may use at once
+
+
+class Batch:
+    """The grading of one submission in its own grader process, into OUT/<submission>/."""
+
+    def __init__(self, settings: Settings, out: Path):
+        self.settings, self.out = settings, out
+        self.config = load_config(settings.config)
+        self.key, self.timeout = settings.key, settings.timeout
 
     def stored(self, entry: Entry) -> Outcome | None:
         folder = self.out / entry.name
@@ -195,9 +207,9 @@ class Batch:
                     problem = f"the zip could not be unpacked: {printable(str(exc))}"
                 submission = unpacked
             if not problem:
-                argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data", str(self.args.data),
-                        "--results", str(results), "--config", str(self.args.config), f"--student-user={user}",
-                        "--predictions", str(folder / "predictions.npz"), *self.options]
+                argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data",
+                        str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
+                        f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options]
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -216,6 +228,45 @@ class Batch:
         (folder / "grading.json").write_text(json.dumps({"key": self.key, "seconds": seconds, "problem": problem,
                                                          "user": user, "files": files}, indent=2))
         return Outcome(entry, report, seconds, problem=problem, files=files)
+
+
+def acquire_slot(slots: int) -> tuple[str, int | None]:
+    """A student user no other batch task on this machine holds, and the lock that holds it (released by
+    closing it, or by the kernel when this process dies). Waits while all `slots` are taken. Not root: no
+    user of its own is needed (each run's namespaces keep it apart) and none is locked."""
+    users = _student_users(slots)
+    if os.geteuid() != 0:
+        return users[0], None
+    while True:
+        for user in users:
+            fd = os.open(LOCK_FOLDER / f"mp-grader-slot-{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return user, fd
+            except BlockingIOError:
+                os.close(fd)
+        time.sleep(0.1)
+
+
+def grade_slotted(settings: Settings, out: Path, entry: Entry) -> Outcome:
+    user, lock = acquire_slot(settings.slots)
+    try:
+        return Batch(settings, out).grade(entry, user)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+OUTPUT_FILES = ("results.json", "grading.json", "grader.log", "predictions.npz")
+
+
+def grade_remote(settings: Settings, entry: Entry) -> dict[str, bytes]:
+    """A Dask task: grade one submission on the worker, in a private temporary folder, and return the
+    files the batch keeps for it."""
+    with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
+        folder = Path(tmp) / entry.name
+        grade_slotted(settings, Path(tmp), entry)
+        return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
 
 
 def error_kinds(outcome: Outcome) -> dict[str, str]:
@@ -371,6 +422,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                         "the namespace layer: bubblewrap)")
     p.add_argument("--duplicate-threshold", type=float, default=0.9,
                    help="flag pairs of submissions sharing at least this fraction of their mistakes (default 0.9)")
+    p.add_argument("--dask", metavar="ADDRESS", help="grade on a Dask cluster (the scheduler's address, or 'local' "
+                                                     "for one started here with --jobs workers); needs the dask extra")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded with the same settings")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto")
@@ -386,17 +439,18 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
         if inside.resolve() == outer.resolve() or outer.resolve() in inside.resolve().parents:
             raise BatchError(f"{inside} must not lie inside {outer}")
     args.memory_option, notes = [], []
-    if args.jobs > 1:
+    if args.jobs > 1 or args.dask:
         if args.isolation in ("user", "process"):
-            raise BatchError(f"--jobs {args.jobs} with --isolation {args.isolation}: concurrent runs would see each "
-                             "other's files; that needs the namespace layer (bubblewrap), or --jobs 1")
+            raise BatchError(f"--jobs {args.jobs}{' --dask' if args.dask else ''} with --isolation {args.isolation}: "
+                             "concurrent runs would see each other's files; that needs the namespace layer "
+                             "(bubblewrap), or --jobs 1")
         args.isolation = "namespace"
         try:
             prepare("namespace", args.memory_accounting, [], _student_users(args.jobs)[-1]).close()
         except SandboxError as exc:
             raise BatchError(f"--jobs {args.jobs} needs the namespace layer, which is not available here ({exc}); "
                              "grade with --jobs 1") from None
-        left = memory_left_mib()
+        left = memory_left_mib() if args.dask in (None, "local") else None  # a remote worker's is its own
         if left is not None:
             share = left // args.jobs - GRADER_MIB
             if share < max(q.memory_limit for q in config.questions.values()):
@@ -421,8 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"mp-grader batch: submission names that cannot be folders of {args.out}: {', '.join(bad[:5])}", file=sys.stderr)
         return EXIT_CONFIG
-    batch = Batch(args, config)
-    batch.out.mkdir(parents=True, exist_ok=True)
+    out = args.out.resolve()
+    options = (f"--device={args.device}", f"--isolation={args.isolation}", f"--memory-accounting={args.memory_accounting}",
+               *args.memory_option)
+    settings = Settings(args.config.resolve(), args.data.resolve(), options,
+                        grading_key(config, args.data.resolve(), list(options)), config.time_budget + GRADER_MARGIN,
+                        MAX_JOBS if args.dask else args.jobs)
+    batch = Batch(settings, out)
+    out.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, Outcome] = {}
     todo = []
     for entry in entries:
@@ -432,45 +492,68 @@ def main(argv: list[str] | None = None) -> int:
         else:
             todo.append(entry)
     root = os.geteuid() == 0
-    users = _student_users(args.jobs)
-    uids = [_uid(u) for u in users] if root else []
-    closed = (closed_paths([*protected_inputs(args.data, config), args.submissions.resolve(), batch.out])
+    uids = [_uid(u) for u in _student_users(settings.slots if not args.dask else args.jobs)] if root else []
+    closed = (closed_paths([*protected_inputs(args.data, config), args.submissions.resolve(), out])
               if root and args.isolation != "process" else [])
-    free: queue.Queue[str] = queue.Queue()
-    for user in users:
-        free.put(user)
-
-    def run(entry: Entry) -> Outcome:
-        user = free.get()
-        try:
-            return batch.grade(entry, user)
-        finally:
-            free.put(user)
-
+    where = f"on the Dask cluster {args.dask}" if args.dask else f"{args.jobs} at a time"
     print(f"{len(entries)} submissions: {len(outcomes)} already graded with these settings, {len(todo)} to grade, "
-          f"{args.jobs} at a time", file=sys.stderr)
+          f"{where}", file=sys.stderr)
     with closed_to_others(closed, uids) as kept:
-        with ThreadPoolExecutor(args.jobs) as pool, tqdm(total=len(todo), desc="batch", unit="submission",
-                                                         file=sys.stderr, dynamic_ncols=True) as progress:
-            for future in as_completed([pool.submit(run, e) for e in todo]):
-                outcome = future.result()
+        with tqdm(total=len(todo), desc="batch", unit="submission", file=sys.stderr, dynamic_ncols=True) as progress:
+            for outcome in (_on_dask(args, settings, batch, todo, config) if args.dask
+                            else _on_threads(args.jobs, settings, out, todo)):
                 outcomes[outcome.entry.name] = outcome
                 progress.set_postfix_str(outcome.entry.name, refresh=False)
                 progress.update()
     if kept:
         notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {kept[0]}.")
     ordered = [outcomes[e.name] for e in entries]
-    notes.append(check_duplicates(args, config, ordered, batch.out))
-    write_csv(config, ordered, batch.out / "scores.csv")
+    notes.append(check_duplicates(args, config, ordered, out))
+    write_csv(config, ordered, out / "scores.csv")
     summary = summary_text(config, ordered, notes)
-    (batch.out / "summary.md").write_text(summary)
+    (out / "summary.md").write_text(summary)
     try:
-        draw(config, ordered, batch.out)
+        draw(config, ordered, out)
     except Exception as exc:  # pictures are a convenience: never let them cost the report
         print(f"mp-grader batch: could not draw the pictures: {type(exc).__name__}: {exc}", file=sys.stderr)
     print(summary)
-    print(f"written: {batch.out / 'scores.csv'}, {batch.out / 'summary.md'}, scores.png, metrics.png")
+    print(f"written: {out / 'scores.csv'}, {out / 'summary.md'}, scores.png, metrics.png, duplicates.md")
     return 0
+
+
+def _on_threads(jobs: int, settings: Settings, out: Path, todo: list[Entry]) -> Iterator[Outcome]:
+    with ThreadPoolExecutor(jobs) as pool:
+        for future in as_completed([pool.submit(grade_slotted, settings, out, e) for e in todo]):
+            yield future.result()
+
+
+def _on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry],
+             config: GraderConfig) -> Iterator[Outcome]:
+    """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers).
+    On CUDA each task asks for one unit of the workers' GPU resource (start them with --resources GPU=1)."""
+    from distributed import Client, LocalCluster, as_completed as dask_completed
+
+    cluster = LocalCluster(n_workers=args.jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                           resources={"GPU": 1} if args.device == "cuda" else None) if args.dask == "local" else None
+    with Client(cluster if cluster is not None else args.dask) as client:
+        resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
+        futures = {client.submit(grade_remote, settings, e, key=f"grade-{e.name}-{settings.key[:12]}", pure=False,
+                                 resources=resources): e for e in todo}
+        for future in dask_completed(futures):
+            entry = futures[future]
+            folder = batch.out / entry.name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for name, content in future.result().items():
+                if name in OUTPUT_FILES:
+                    (folder / name).write_bytes(content)
+            outcome = batch.stored(entry)
+            if outcome is None:
+                raise BatchError(f"{entry.name}: the worker returned no usable result")
+            outcome.reused = False
+            yield outcome
+    if cluster is not None:
+        cluster.close()
 
 
 def _uid(user: str) -> int:

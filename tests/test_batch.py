@@ -222,3 +222,19 @@ def test_copies_are_flagged(tmp_path: Path) -> None:
     assert "Q1: 10 pairs" in text
     assert (out / "duplicates.png").read_bytes()[:4] == b"\x89PNG"
     assert "1 file(s) identical across submissions, 3 pair(s)" in (out / "summary.md").read_text()
+
+
+def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) -> None:
+    """The same class on a Dask cluster started by the batch (two worker processes, one task per
+    submission): every score, metric and error kind equal to the threaded batch's."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    out = graded["tmp"] / "out_dask"
+    argv = [a if a != str(graded["out"]) else str(out) for a in graded["argv"]]
+    assert batch.main([*argv, "--dask", "local"]) == 0
+
+    def without_seconds(rows: dict[str, dict]) -> dict:
+        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
+
+    assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
+    for user in batch._student_users(2):
+        assert user_processes(batch._uid(user)) == []
