@@ -1,11 +1,12 @@
 """A generated class graded one at a time and two at a time, in one run: the speed-up and the same scores.
 
-    sudo PYTHONPATH=. .venv/bin/python bench/batch.py [--n 30] [--jobs 2]
+    sudo PYTHONPATH=. .venv/bin/python bench/batch.py [--n 30] [--jobs 2] [--dask]
 
 The class is tests/export_fixture.py's (honest, broken and hostile submissions mixed, in Gradescope's export
 layout) on the first 200 Q1 and 4 Q2 images of the committed reference data, with 15 s time limits (the
 submissions that sleep are stopped there). Both batches are timed from outside; scores.csv of the two must
-agree on every score and metric, else the script fails. Needs the namespace layer for --jobs above 1.
+agree on every score and metric, else the script fails. --dask adds a third batch on a local Dask cluster of
+--jobs workers. Needs the namespace layer for --jobs above 1.
 """
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from conftest import config_with, make_reference  # noqa: E402
 from export_fixture import make_export  # noqa: E402
 
 
-def _batch(export: Path, data: Path, out: Path, config: Path, jobs: int) -> tuple[float, list[dict]]:
+def _batch(export: Path, data: Path, out: Path, config: Path, jobs: int, *extra: str) -> tuple[float, list[dict]]:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "grader", "batch", str(export), "--data", str(data), "--out", str(out),
-                    "--config", str(config), "--jobs", str(jobs), "--device", "cpu"], check=True,
+                    "--config", str(config), "--jobs", str(jobs), "--device", "cpu", *extra], check=True,
                    stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     with open(out / "scores.csv", newline="") as f:
@@ -38,6 +39,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=30)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--dask", action="store_true", help="also grade on a local Dask cluster")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
@@ -51,7 +53,12 @@ def main() -> None:
         print(f"--jobs {args.jobs}: {many:.1f} s ({many / args.n:.2f} s each): {one / many:.2f}x faster")
         if rows_one != rows_many:
             sys.exit("the two batches disagree on some score or metric")
-        print(f"every score, metric and error kind equal in both ({len(rows_one)} rows)")
+        if args.dask:
+            dask, rows_dask = _batch(export, data, tmp / "out3", config, args.jobs, "--dask", "local")
+            print(f"--dask local, {args.jobs} workers: {dask:.1f} s: {one / dask:.2f}x faster than --jobs 1")
+            if rows_dask != rows_one:
+                sys.exit("the Dask batch disagrees on some score or metric")
+        print(f"every score, metric and error kind equal in all ({len(rows_one)} rows)")
 
 
 if __name__ == "__main__":

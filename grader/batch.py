@@ -448,8 +448,8 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
         try:
             prepare("namespace", args.memory_accounting, [], _student_users(args.jobs)[-1]).close()
         except SandboxError as exc:
-            raise BatchError(f"--jobs {args.jobs} needs the namespace layer, which is not available here ({exc}); "
-                             "grade with --jobs 1") from None
+            raise BatchError(f"concurrent runs need the namespace layer, and it could not be had: {exc}. "
+                             "Grade with --jobs 1 (and no --dask)") from None
         left = memory_left_mib() if args.dask in (None, "local") else None  # a remote worker's is its own
         if left is not None:
             share = left // args.jobs - GRADER_MIB
