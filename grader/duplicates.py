@@ -3,9 +3,11 @@
 Two models trained apart agree on most images they get right, since right answers coincide by definition;
 what gives a copy away is the mistakes. For each pair of submissions and each question this computes the
 shared-error overlap: of the images (Q2: pixels) that either gets wrong, the fraction both get wrong with
-the same wrong class. Independently trained models share some hard cases; a copied or fine-tuned-from-a-copy
-model shares nearly all of them. The report lists every pair above the threshold, and the distribution
-over all pairs so that an instructor can see where the bulk lies, for a check by hand.
+the same wrong class. Measured on Q1 (docs/benchmarks.md): FashionNets trained apart with the same recipe
+share 0.67 of their mistakes, a copy with its weights nudged 0.94; a copy trained 200 steps further shares
+only 0.61 with its source, so further training hides a copy from this check, and only byte-identical files
+or near-exact copies stand out. The report lists every pair above the threshold, and the distribution over
+all pairs so that an instructor can see where the bulk lies, for a check by hand.
 """
 from __future__ import annotations
 
