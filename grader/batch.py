@@ -42,8 +42,8 @@ from grader.cgroup import memory_left_mib
 from grader.cli import protected_inputs
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config
 from grader.report import fallback_results
-from grader.sandbox import (DEFAULT_USER, ISOLATIONS, LOCK_FOLDER, MEMORY_ACCOUNTING, SandboxError, closed_paths,
-                            closed_to_others, ensure_user, prepare)
+from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, SandboxError, closed_paths, closed_to_others,
+                            ensure_user, open_lock, prepare)
 from grader.text import printable
 from grader.upload import UploadLimits
 
@@ -175,7 +175,6 @@ class Batch:
     def __init__(self, settings: Settings, out: Path):
         self.settings, self.out = settings, out
         self.config = load_config(settings.config)
-        self.key, self.timeout = settings.key, settings.timeout
 
     def stored(self, entry: Entry) -> Outcome | None:
         folder = self.out / entry.name
@@ -184,7 +183,7 @@ class Batch:
         except (OSError, ValueError):
             return None
         report = _read_report(folder / "results.json")
-        if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.key:
+        if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.settings.key:
             return None
         return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
                        files=[tuple(f) for f in stamp.get("files", [])])
@@ -213,9 +212,9 @@ class Batch:
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       timeout=self.timeout, check=False)
+                                       timeout=self.settings.timeout, check=False)
                     except subprocess.TimeoutExpired:
-                        problem = f"the grader did not finish within {self.timeout} s and was killed"
+                        problem = f"the grader did not finish within {self.settings.timeout} s and was killed"
                 files = duplicates.file_hashes(submission)
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
@@ -225,7 +224,7 @@ class Batch:
             report = fallback_results(f"Not graded: {problem}", self.config)
             results.write_text(json.dumps(report, indent=2))
         seconds = time.monotonic() - started
-        (folder / "grading.json").write_text(json.dumps({"key": self.key, "seconds": seconds, "problem": problem,
+        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "seconds": seconds, "problem": problem,
                                                          "user": user, "files": files}, indent=2))
         return Outcome(entry, report, seconds, problem=problem, files=files)
 
@@ -239,7 +238,7 @@ def acquire_slot(slots: int) -> tuple[str, int | None]:
         return users[0], None
     while True:
         for user in users:
-            fd = os.open(LOCK_FOLDER / f"mp-grader-slot-{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_lock(f"slot-{user}")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return user, fd
@@ -248,10 +247,10 @@ def acquire_slot(slots: int) -> tuple[str, int | None]:
         time.sleep(0.1)
 
 
-def grade_slotted(settings: Settings, out: Path, entry: Entry) -> Outcome:
-    user, lock = acquire_slot(settings.slots)
+def grade_slotted(batch: Batch, entry: Entry) -> Outcome:
+    user, lock = acquire_slot(batch.settings.slots)
     try:
-        return Batch(settings, out).grade(entry, user)
+        return batch.grade(entry, user)
     finally:
         if lock is not None:
             os.close(lock)
@@ -265,7 +264,7 @@ def grade_remote(settings: Settings, entry: Entry) -> dict[str, bytes]:
     files the batch keeps for it."""
     with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
         folder = Path(tmp) / entry.name
-        grade_slotted(settings, Path(tmp), entry)
+        grade_slotted(Batch(settings, Path(tmp)), entry)
         return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
 
 
@@ -275,6 +274,10 @@ def error_kinds(outcome: Outcome) -> dict[str, str]:
     if outcome.problem or not metrics:
         return {"all": "batch" if outcome.problem else "grader"}
     return {q: m.get("error_kind") or "error" for q, m in metrics.items() if isinstance(m, dict) and "error" in m}
+
+
+def _total(report: dict) -> float:
+    return sum(float(t.get("score", 0)) for t in report["tests"])
 
 
 def _scores(config: GraderConfig, report: dict) -> dict[str, float]:
@@ -301,9 +304,8 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
                 values = metrics.get(q, {}) if isinstance(metrics.get(q), dict) else {}
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
                         kinds.get(q, kinds.get("all", ""))]
-            total = sum(float(t.get("score", 0)) for t in o.report["tests"])
             first = next(iter(kinds.values()), "")
-            row += [f"{total:g}", f"{sum(c.points for c in config.questions.values()):g}", first, f"{o.seconds:.1f}"]
+            row += [f"{_total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
             writer.writerow(row)
 
 
@@ -318,8 +320,8 @@ def _first_line(text: str) -> str:
 
 def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]) -> str:
     """The batch in a page of Markdown: the score distribution, the slowest runs, every error by kind."""
-    maximum = sum(c.points for c in config.questions.values())
-    totals = sorted(sum(float(t.get("score", 0)) for t in o.report["tests"]) for o in outcomes)
+    maximum = config.max_score
+    totals = sorted(_total(o.report) for o in outcomes)
     lines = ["# Batch grade", "", f"{len(outcomes)} submissions ({sum(o.reused for o in outcomes)} reused from an "
              "earlier run with the same grader, config, data and options).", ""]
     if totals:
@@ -351,8 +353,7 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     plt = pyplot()
     questions = list(config.questions)
     fig, axes = plt.subplots(1, 1 + len(questions), figsize=(4 * (1 + len(questions)), 3.2), squeeze=False)
-    series = [("total", sum(c.points for c in config.questions.values()),
-               [sum(float(t.get("score", 0)) for t in o.report["tests"]) for o in outcomes])]
+    series = [("total", config.max_score, [_total(o.report) for o in outcomes])]
     series += [(config.questions[q].title, config.questions[q].points, [_scores(config, o.report)[q] for o in outcomes])
                for q in questions]
     for ax, (title, top, values) in zip(axes[0], series):
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     with closed_to_others(closed, uids) as kept:
         with tqdm(total=len(todo), desc="batch", unit="submission", file=sys.stderr, dynamic_ncols=True) as progress:
             for outcome in (_on_dask(args, settings, batch, todo, config) if args.dask
-                            else _on_threads(args.jobs, settings, out, todo)):
+                            else _on_threads(args.jobs, batch, todo)):
                 outcomes[outcome.entry.name] = outcome
                 progress.set_postfix_str(outcome.entry.name, refresh=False)
                 progress.update()
@@ -521,9 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _on_threads(jobs: int, settings: Settings, out: Path, todo: list[Entry]) -> Iterator[Outcome]:
+def _on_threads(jobs: int, batch: Batch, todo: list[Entry]) -> Iterator[Outcome]:
     with ThreadPoolExecutor(jobs) as pool:
-        for future in as_completed([pool.submit(grade_slotted, settings, out, e) for e in todo]):
+        for future in as_completed([pool.submit(grade_slotted, batch, e) for e in todo]):
             yield future.result()
 
 

@@ -46,8 +46,9 @@ def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
             except OSError:
                 continue
             with os.fdopen(fd, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < WEIGHT_MIN_BYTES or not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                st = os.fstat(f.fileno())
+                size = st.st_size
+                if size < WEIGHT_MIN_BYTES or not stat.S_ISREG(st.st_mode):
                     continue
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: f.read(2**20), b""):

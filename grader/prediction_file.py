@@ -41,9 +41,9 @@ def _open(path: Path, question: str, n: int, num_classes: int, image_shape: tupl
     if dtype.hasobject:
         raise StudentError("predictions", f"{path.name} holds Python objects (dtype {dtype}); the grader loads no "
                            "pickles: save a plain numeric array")
-    expected_size = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if os.stat(path).st_size != expected_size:
-        raise StudentError("predictions", f"{path.name} is {os.stat(path).st_size} bytes where its header says "
+    expected_size, size = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, os.stat(path).st_size
+    if size != expected_size:
+        raise StudentError("predictions", f"{path.name} is {size} bytes where its header says "
                            f"{expected_size}: the file is cut short or has bytes after the array")
     h, w = image_shape
     wanted: dict[tuple[int, ...], str]

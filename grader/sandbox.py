@@ -602,10 +602,15 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
     return sandbox
 
 
+def open_lock(name: str) -> int:
+    """A root-only lock file, mp-grader-NAME.lock, in /run (else beside the grader), opened for flock."""
+    folder = LOCK_FOLDER if LOCK_FOLDER.is_dir() else HERE
+    return os.open(folder / f"mp-grader-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+
 def _take_lock(sandbox: Sandbox, user: str) -> None:
     """One grading run at a time per student user: the cleanup kills every process of that user."""
-    folder = LOCK_FOLDER if LOCK_FOLDER.is_dir() else HERE
-    fd = os.open(folder / f"mp-grader-{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_lock(user)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
