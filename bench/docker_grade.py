@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grader.cgroup import _read_key
+from grader.sandbox.cgroup import read_key
 
 
 def _cgroup_dir(cid: str) -> Path | None:
@@ -72,7 +72,7 @@ def main() -> None:
             try:
                 v1 = (cgroup / "memory.stat").read_text().startswith("cache")
                 keys = ("total_rss", "total_shmem") if v1 else ("anon", "shmem")
-                container_peak = max(container_peak, sum(_read_key(cgroup / "memory.stat", key) for key in keys))
+                container_peak = max(container_peak, sum(read_key(cgroup / "memory.stat", key) for key in keys))
                 peak_file = "memory.max_usage_in_bytes" if v1 else "memory.peak"
                 if (cgroup / peak_file).exists():
                     cgroup_peak = max(cgroup_peak, int((cgroup / peak_file).read_text()))

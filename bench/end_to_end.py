@@ -94,10 +94,9 @@ def profile(submission: Path, data: Path, config_path: Path) -> tuple[dict[str, 
     import grader.evaluation as evaluation
     import grader.reference as reference
     import grader.runner as runner
-    from grader.cgroup import memory_left_mib
     from grader.config import fit_memory, load_config
     from grader.metrics import ClassificationAccumulator, SegmentationAccumulator
-    from grader.sandbox import Sandbox, prepare
+    from grader.sandbox import Sandbox, memory_left_mib, prepare
 
     timers = Timers()
     timers.wrap(reference, "load_reference", "reference data: read")

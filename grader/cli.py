@@ -6,7 +6,6 @@ run (bad config, reference data or checks), after writing a results.json that sa
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sys
@@ -17,11 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from grader.cgroup import memory_left_mib
 from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, GraderConfig, fit_memory, load_config,
                            with_overrides)
+from grader.atomic import written_atomically
+from grader.inputs import protected_inputs
 from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary
-from grader.sandbox import DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, prepare, protected
+from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, memory_left_mib, prepare,
+                            protected)
 from grader.scoring import score_question
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
@@ -66,11 +67,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"the unprivileged user student code runs as, when the grader is root (default {DEFAULT_USER}; "
                         "`mp-grader batch` gives each concurrent run its own)")
     return p
-
-
-def protected_inputs(data: Path, config: GraderConfig) -> list[Path]:
-    """What student code must never read: the reference data, the config, the grader, the checks."""
-    return [p.resolve() for p in (data, config.source, Path(__file__).parent, *([config.checks] if config.checks else []))]
 
 
 def locate_submission(folder: Path, markers: list[str]) -> tuple[Path, str | None, list[str]]:
@@ -195,19 +191,11 @@ def submission_limit(config: GraderConfig, metadata: Path | None) -> tuple[Limit
 
 
 def save_predictions(path: Path, arrays: dict) -> None:
-    """Into a new file beside `path`, then renamed over it: a link planted at `path` is replaced, never followed."""
-    import tempfile
-
+    """Each graded question's predicted class ids, in a new file renamed over `path` (grader/atomic.py)."""
     import numpy as np
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".predictions-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with written_atomically(path, mode=0o600) as f:
+        np.savez_compressed(f, **arrays)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The `mp-grader` console script: grade one submission, or `mp-grader batch ...` (grader/batch.py)."""
+    """The `mp-grader` console script: grade one submission, or `mp-grader batch ...` (grader/batch/)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:
         from grader.batch import main as batch_main

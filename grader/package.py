@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from grader.atomic import written_atomically
 from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, tomllib
 from grader.prediction_file import check_file
 from grader.reference import ReferenceDataError, load_reference
@@ -56,22 +57,14 @@ def _files(folder: Path) -> list[Path]:
 
 def _write_zip(out: Path, members: list[tuple[Path, str]]) -> int:
     """Write (source file, name in the zip) pairs, keeping the run bits; atomically. Returns its size."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
-            for source, name in members:
-                info = zipfile.ZipInfo.from_file(source, name, strict_timestamps=False)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = (stat.S_IFREG | (0o755 if os.access(source, os.X_OK) else 0o644)) << 16
-                with open(source, "rb") as f, z.open(info, "w") as dst:
-                    while chunk := f.read(1 << 20):
-                        dst.write(chunk)
-        os.replace(partial, out)
-    except BaseException:
-        os.unlink(partial)
-        raise
+    with written_atomically(out, mode=0o600) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+        for source, name in members:
+            info = zipfile.ZipInfo.from_file(source, name, strict_timestamps=False)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | (0o755 if os.access(source, os.X_OK) else 0o644)) << 16
+            with open(source, "rb") as src, z.open(info, "w") as dst:
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
     return out.stat().st_size
 
 

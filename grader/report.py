@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from grader import __version__
+from grader.atomic import PendingFile
 from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.scoring import Score
@@ -107,48 +107,31 @@ def fallback_results(message: str, config: GraderConfig | None = None) -> dict:
 class ResultsFile:
     """results.json, with its disk space taken before any student code runs: a submission that fills the
     disk cannot stop the grade from being written. The text goes into the reserved file, which then
-    replaces results.json in one rename (a reader never sees half a file)."""
+    replaces results.json in one rename (grader/atomic.py: a reader never sees half a file)."""
 
     RESERVE = 4 * 2**20
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=".results-", suffix=".json")
-        self.fd: int | None = fd
+        self.pending = PendingFile(path)
+        assert self.pending.fd is not None
         try:
-            os.posix_fallocate(fd, 0, self.RESERVE)
+            os.posix_fallocate(self.pending.fd, 0, self.RESERVE)
         except OSError:  # a file system without fallocate: write the reserve out
-            os.pwrite(fd, b" " * self.RESERVE, 0)
+            os.pwrite(self.pending.fd, b" " * self.RESERVE, 0)
 
     def write(self, results: dict) -> None:
         """Write `results` (or, if it does not fit the reserve, a short report that says so)."""
         text = (json.dumps(results, indent=2, allow_nan=False) + "\n").encode()
         if len(text) > self.RESERVE:
             text = (json.dumps(fallback_results(f"The results were too large to write ({len(text)} bytes)")) + "\n").encode()
-        fd = self.fd
+        fd = self.pending.fd
         assert fd is not None, "results already written"
         os.pwrite(fd, text, 0)
         os.ftruncate(fd, len(text))
-        os.fchmod(fd, 0o644)
-        os.fsync(fd)
         # No student process is alive by now, so the name still points at the reserved file unless an
-        # earlier one swapped it (possible only in a results folder others may write to): check.
-        st, named = os.fstat(fd), os.lstat(self.tmp)
-        if (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino):
-            raise OSError(f"{self.tmp} was replaced while grading")
-        os.replace(self.tmp, self.path)
-        os.close(fd)
-        self.fd = None
-
-    def discard(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-            try:
-                os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
+        # earlier one swapped it (possible only in a results folder others may write to): commit checks.
+        self.pending.commit(0o644)
 
 
 def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],

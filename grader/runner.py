@@ -5,7 +5,7 @@ starts grader/child.py there, and reads back a stream of raw score arrays from a
 every header, shape and dtype itself (no pickle). The child's printed output is kept, trimmed to its
 start and end. A time limit covers the whole question, the copy of the upload included; past it, or when
 grading ends in any way, every process of the run is killed, the grader checks that none is left, and the
-scratch folder is removed (grader/sandbox.py says how).
+scratch folder is removed (grader/sandbox/jail.py says how).
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from conftest import REPO, config_with, grade, make_reference
 from export_fixture import HOSTILE, kind_of, make_export
 from grader import batch
 from grader.config import load_config
-from grader.sandbox import DEFAULT_USER, user_processes
+from grader.sandbox import DEFAULT_USER, ensure_user, user_processes
 from grader.upload import UploadLimits
 from test_isolation import unavailable
 
@@ -90,8 +90,8 @@ def test_hostile_submissions_got_nothing_and_left_nothing(graded: dict) -> None:
     assert "READ []" in outputs["reads_labels"], outputs["reads_labels"]
     assert "kill(-1) refused" in outputs["signals_everyone"]
     assert "process(es) your code left running were stopped" in outputs["daemon"]
-    for user in batch._student_users(2):
-        assert user_processes(batch._uid(user)) == []
+    for user in batch.student_users(2):
+        assert user_processes(ensure_user(user)[0]) == []
     # Reopened once no student process was left: the folders closed for the batch have their modes back.
     for folder in (graded["data"], graded["export"], graded["out"]):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
@@ -236,5 +236,5 @@ def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) 
         return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
 
     assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
-    for user in batch._student_users(2):
-        assert user_processes(batch._uid(user)) == []
+    for user in batch.student_users(2):
+        assert user_processes(ensure_user(user)[0]) == []

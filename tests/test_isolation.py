@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, by_question, config_with, grade, make_reference, write_submission
-from grader import sandbox as sandbox_module
+from grader.sandbox import jail as jail_module
 from grader.sandbox import DEFAULT_USER, SandboxError, prepare, user_processes
 
 LAYERS = {"namespace": ("--isolation", "namespace"), "user": ("--isolation", "user", "--memory-accounting", "processes")}
@@ -350,7 +350,7 @@ def predict_q1(images):
 
 def test_memory_is_counted_as_a_cgroup_counts_it(tmp_path: Path) -> None:
     """Pages of files mapped from disk (the libraries) are left out; anonymous and shared memory count."""
-    from grader.cgroup import resident_bytes
+    from grader.sandbox import resident_bytes
 
     (tmp_path / "file").write_bytes(os.urandom(64 * 2**20))
     code = """
@@ -402,8 +402,8 @@ def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> No
     config = config_with(tmp_path)
     closed = [data, config, REPO / "grader", REPO / "reference_data", REPO / ".git"]
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in closed if p.exists()}
-    monkeypatch.setattr(sandbox_module.Jail, "_kill_round", lambda self: None)
-    monkeypatch.setattr(sandbox_module, "KILL_SECONDS", 1.0)
+    monkeypatch.setattr(jail_module.Jail, "_kill_round", lambda self: None)
+    monkeypatch.setattr(jail_module, "KILL_SECONDS", 1.0)
     try:
         rc, report = grade(submission, data, tmp_path / "results.json", "--config", str(config), *LAYERS["user"])
         assert rc == 2

@@ -14,6 +14,8 @@ import secrets
 import time
 from pathlib import Path
 
+from grader.sandbox.memory import resident_bytes
+
 NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 MARGIN = 64 * 2**20  # the hard limit sits this far above the grader's own, so the grader's clear message comes first
 
@@ -40,23 +42,13 @@ def _own_path(controller: str) -> str | None:
     return None
 
 
-def _read_key(path: Path, key: str) -> int:
+def read_key(path: Path, key: str) -> int:
+    """The number after `key` in a cgroup file of "key value" lines (0 when absent)."""
     for line in path.read_text().splitlines():
         name, _, value = line.partition(" ")
         if name == key:
             return int(value)
     return 0
-
-
-def resident_bytes(pid: int | str) -> int:
-    """Resident anonymous and shared memory (RssAnon + RssShmem): what a memory cgroup charges and cannot
-    reclaim. Pages of files mapped from disk (the libraries: over 300 MiB for CUDA builds of torch) are
-    left out, as the cgroup's count leaves them out: the kernel can drop and reread them."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith(("RssAnon:", "RssShmem:")))
-    except (OSError, IndexError, ValueError):
-        return 0
 
 
 def _memory_hierarchies() -> list[tuple[Path, Path | None, int]]:
@@ -161,14 +153,14 @@ class MemoryCgroup:
         files read (the libraries) is left out: the kernel reclaims it under the limit."""
         stat = self.path / "memory.stat"
         if self.version == 2:
-            return _read_key(stat, "anon") + _read_key(stat, "shmem")
-        return _read_key(stat, "total_rss") + _read_key(stat, "total_shmem")
+            return read_key(stat, "anon") + read_key(stat, "shmem")
+        return read_key(stat, "total_rss") + read_key(stat, "total_shmem")
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed at the hard limit."""
         if self.version == 2:
-            return _read_key(self.path / "memory.events", "oom_kill")
-        return _read_key(self.path / "memory.oom_control", "oom_kill")
+            return read_key(self.path / "memory.events", "oom_kill")
+        return read_key(self.path / "memory.oom_control", "oom_kill")
 
     def pids(self) -> list[int]:
         try:

@@ -1,0 +1,215 @@
+"""Running the submissions of a batch: each in its own grader process and student user, on threads here or
+as tasks on a Dask cluster, into OUT/<submission>/, with a key that lets a rerun reuse what is current."""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from grader import __version__, duplicates
+from grader.batch.submissions import BatchError, Entry, unpack
+from grader.config import GraderConfig, load_config
+from grader.report import fallback_results
+from grader.sandbox import DEFAULT_USER, open_lock
+from grader.text import printable
+
+GRADER = Path(__file__).resolve().parents[1]  # the grader package, whose code is part of the key
+MAX_JOBS = 99  # student users grader-student, grader-student-2, ... grader-student-99
+
+
+@dataclass
+class Outcome:
+    """What grading one submission gave: its report and how it went."""
+
+    entry: Entry
+    report: dict  # its results.json
+    seconds: float
+    reused: bool = False
+    problem: str = ""  # what went wrong outside the grader's own report (unpacking, a killed grader)
+    files: list = field(default_factory=list)  # (sha256, size, path) of its larger files, for the duplicate check
+
+
+def grading_key(config: GraderConfig, data: Path, options: list[str]) -> str:
+    """What a result depends on besides the submission: the grader's code, the config (and its checks), the
+    reference data's bytes and the options. A stored result with another key is regraded."""
+    digest = hashlib.sha256(f"{__version__}\0{json.dumps(options)}\0".encode())
+    files = [config.source]
+    for folder in (GRADER, data, *([config.checks] if config.checks else [])):
+        files += sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                        and not p.name.endswith(".lock"))
+    for path in files:
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def student_users(jobs: int) -> list[str]:
+    return [DEFAULT_USER] + [f"{DEFAULT_USER}-{i}" for i in range(2, jobs + 1)]
+
+
+def read_report(path: Path) -> dict | None:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("tests"), list) else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What grading one submission needs, wherever it runs (picklable, for Dask workers): absolute paths,
+    which a worker must see as the batch's machine does."""
+
+    config: Path
+    data: Path
+    options: tuple[str, ...]  # the grader's flags that affect a result
+    key: str  # grading_key() of the above
+    timeout: float  # seconds a grader process gets before it is killed
+    slots: int  # student users a machine may use at once
+
+
+class Batch:
+    """The grading of one submission in its own grader process, into OUT/<submission>/."""
+
+    def __init__(self, settings: Settings, out: Path):
+        self.settings, self.out = settings, out
+        self.config = load_config(settings.config)
+
+    def stored(self, entry: Entry) -> Outcome | None:
+        folder = self.out / entry.name
+        try:
+            stamp = json.loads((folder / "grading.json").read_text())
+        except (OSError, ValueError):
+            return None
+        report = read_report(folder / "results.json")
+        if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.settings.key:
+            return None
+        return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
+                       files=[tuple(f) for f in stamp.get("files", [])])
+
+    def grade(self, entry: Entry, user: str) -> Outcome:
+        folder = self.out / entry.name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        results, problem, started = folder / "results.json", "", time.monotonic()
+        submission = entry.source
+        unpacked = self.out / ".unpacked" / entry.name
+        files: list = []
+        try:
+            if entry.source.suffix == ".zip" and entry.source.is_file():
+                shutil.rmtree(unpacked, ignore_errors=True)
+                unpacked.parent.mkdir(mode=0o700, exist_ok=True)
+                try:
+                    unpack(entry.source, unpacked, self.config.upload_limits)
+                except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                    problem = f"the zip could not be unpacked: {printable(str(exc))}"
+                submission = unpacked
+            if not problem:
+                argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data",
+                        str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
+                        f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options]
+                with open(folder / "grader.log", "wb") as log:
+                    try:
+                        subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       timeout=self.settings.timeout, check=False)
+                    except subprocess.TimeoutExpired:
+                        problem = f"the grader did not finish within {self.settings.timeout} s and was killed"
+                files = duplicates.file_hashes(submission)
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+        report = read_report(results)
+        if report is None or problem:
+            problem = problem or "the grader wrote no valid results.json (see grader.log)"
+            report = fallback_results(f"Not graded: {problem}", self.config)
+            results.write_text(json.dumps(report, indent=2))
+        seconds = time.monotonic() - started
+        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "seconds": seconds, "problem": problem,
+                                                         "user": user, "files": files}, indent=2))
+        return Outcome(entry, report, seconds, problem=problem, files=files)
+
+
+def acquire_slot(slots: int) -> tuple[str, int | None]:
+    """A student user no other batch task on this machine holds, and the lock that holds it (released by
+    closing it, or by the kernel when this process dies). Waits while all `slots` are taken. Not root: no
+    user of its own is needed (each run's namespaces keep it apart) and none is locked."""
+    users = student_users(slots)
+    if os.geteuid() != 0:
+        return users[0], None
+    while True:
+        for user in users:
+            fd = open_lock(f"slot-{user}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return user, fd
+            except BlockingIOError:
+                os.close(fd)
+        time.sleep(0.1)
+
+
+def grade_slotted(batch: Batch, entry: Entry) -> Outcome:
+    user, lock = acquire_slot(batch.settings.slots)
+    try:
+        return batch.grade(entry, user)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+OUTPUT_FILES = ("results.json", "grading.json", "grader.log", "predictions.npz")
+
+
+def grade_remote(settings: Settings, entry: Entry) -> dict[str, bytes]:
+    """A Dask task: grade one submission on the worker, in a private temporary folder, and return the
+    files the batch keeps for it."""
+    with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
+        folder = Path(tmp) / entry.name
+        grade_slotted(Batch(settings, Path(tmp)), entry)
+        return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
+
+
+def on_threads(jobs: int, batch: Batch, todo: list[Entry]) -> Iterator[Outcome]:
+    """Grade `todo` on `jobs` threads of this machine, each in its own grader process; outcomes as they end."""
+    with ThreadPoolExecutor(jobs) as pool:
+        for future in as_completed([pool.submit(grade_slotted, batch, e) for e in todo]):
+            yield future.result()
+
+
+def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry],
+            config: GraderConfig) -> Iterator[Outcome]:
+    """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers).
+    On CUDA each task asks for one unit of the workers' GPU resource (start them with --resources GPU=1)."""
+    from distributed import Client, LocalCluster, as_completed as dask_completed
+
+    cluster = LocalCluster(n_workers=args.jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                           resources={"GPU": 1} if args.device == "cuda" else None) if args.dask == "local" else None
+    with Client(cluster if cluster is not None else args.dask) as client:
+        resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
+        futures = {client.submit(grade_remote, settings, e, key=f"grade-{e.name}-{settings.key[:12]}", pure=False,
+                                 resources=resources): e for e in todo}
+        for future in dask_completed(futures):
+            entry = futures[future]
+            folder = batch.out / entry.name
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for name, content in future.result().items():
+                if name in OUTPUT_FILES:
+                    (folder / name).write_bytes(content)
+            outcome = batch.stored(entry)
+            if outcome is None:
+                raise BatchError(f"{entry.name}: the worker returned no usable result")
+            outcome.reused = False
+            yield outcome
+    if cluster is not None:
+        cluster.close()

@@ -1,0 +1,87 @@
+"""Closing what student code must never read (user layer), and proving it safe to reopen.
+
+Guarantee: while student code may run, the protected paths (reference data, config, grader, checks), the
+.git of the work trees holding them and the reference data kept beside the grader are mode 0700 to their
+owner, so the student user cannot read them. Their modes come back only once no process of any student
+user is left; otherwise they stay closed and the reason is kept for staff. Relies on: root owning the
+paths (the student user is not their owner) and on procfs.py to see every process of the student user.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+from grader.sandbox.procfs import describe, user_gone, user_processes
+
+if TYPE_CHECKING:
+    from grader.sandbox.layers import Sandbox
+
+REPOSITORY = Path(__file__).resolve().parents[2]  # the checkout (or /autograder/source) holding grader/
+
+
+def inaccessible_ancestor(path: Path) -> Path | None:
+    """The first folder on the way to `path` that other users cannot enter, if any."""
+    for folder in [*reversed(path.resolve().parents), path.resolve()]:
+        if folder.is_dir() and not os.stat(folder).st_mode & stat.S_IXOTH:
+            return folder
+    return None
+
+
+def _git_dirs(paths: list[Path]) -> set[Path]:
+    """The .git folder of every work tree holding one of `paths`: its objects hold copies of committed files."""
+    found = set()
+    for path in paths:
+        for folder in [path, *path.parents]:
+            if (folder / ".git").exists():
+                found.add(folder / ".git")
+                break
+    return found
+
+
+def closed_paths(protected: list[Path]) -> list[Path]:
+    """What the user layer closes: the protected paths, the .git of their work trees, and the reference
+    data kept beside the grader (a second copy of the labels when --data points elsewhere)."""
+    extra = _git_dirs(protected) | {REPOSITORY / "reference_data"}
+    return sorted({p for p in [*protected, *extra] if p.exists()})
+
+
+@contextmanager
+def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
+    """Close `paths` to everyone but their owner for the duration, and restore their modes afterwards, but
+    only once no process of any of `uids` is left (else they stay closed). Yields a list that holds, at the
+    end, what kept them closed; the caller may add its own reason before the end to keep them closed."""
+    saved: dict[Path, int] = {}
+    kept: list[str] = []
+    for path in paths:
+        saved[path] = stat.S_IMODE(path.lstat().st_mode)
+        path.chmod(saved[path] & 0o700)
+    try:
+        yield kept
+    finally:
+        alive = [] if kept else [pid for uid in uids if not user_gone(uid) for pid in user_processes(uid)]
+        if alive:
+            described = ", ".join(f"{pid} ({describe(pid)})" for pid in alive[:3])
+            kept.append(f"a process of the student user was still running after grading: {described}")
+        if not kept:
+            for path, mode in saved.items():
+                path.chmod(mode)
+
+
+@contextmanager
+def protected(sandbox: Sandbox) -> Iterator[None]:
+    """The protected files and folders closed to the student user while grading (user layer); a process of
+    the student still alive at the end is a breach, and they stay closed."""
+    if sandbox.uid is None:
+        yield
+        return
+    with closed_to_others(sandbox.protected, [sandbox.uid]) as kept:
+        try:
+            yield
+        finally:
+            if sandbox.breach:
+                kept.append(sandbox.breach)
+    if kept and sandbox.breach is None:
+        sandbox.breach = kept[0]

@@ -1,0 +1,229 @@
+"""One question's confinement: its scratch folder, the processes started in it, their memory, their end.
+
+Guarantee: every process of the question is found (cgroup members, the student user's processes, the
+namespace's, or in the process layer the session, the grader's descendants and the run's marker), its
+memory is counted where it is spent, and when the question ends all of them are killed and shown to be
+gone within bounded waits; a survivor raises ContainmentError, leaving the scratch folder and the closed
+modes as they are (fail closed). What the student left in shared folders and SysV IPC is then removed.
+Relies on: the layers chosen by layers.py, and the grader being a subreaper that reaps every orphan.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from grader.sandbox.cgroup import MemoryCgroup
+from grader.sandbox.cleanup import remove_sysv_ipc
+from grader.sandbox.errors import ContainmentError
+from grader.sandbox.memory import memfd_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
+from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, reap_orphans,
+                                   session_processes, user_processes)
+from grader.sandbox.users import KILL_SECONDS, launch_argv
+
+if TYPE_CHECKING:
+    from grader.sandbox.layers import Sandbox
+
+
+@dataclass
+class Cleanup:
+    """What the end of a question found."""
+
+    leftovers: int = 0  # processes besides the child itself, killed
+    removed: list[str] = field(default_factory=list)  # files and IPC objects the student left, removed
+    note: str = ""  # for staff: a limit of the cleanup
+
+
+class Jail:
+    """One question's confinement: a root-owned scratch folder, the processes started in it, their memory."""
+
+    def __init__(self, sandbox: Sandbox, question: str, memory_limit: int):
+        self.sandbox, self.memory_limit = sandbox, memory_limit
+        self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
+        os.chmod(self.scratch, 0o755)
+        self.submission, self.home = self.scratch / "submission", self.scratch / "home"
+        for folder in (self.submission, self.home):
+            folder.mkdir(mode=0o700)
+            if sandbox.uid is not None and sandbox.gid is not None:
+                os.chown(folder, sandbox.uid, sandbox.gid)
+        self.proc: subprocess.Popen | None = None
+        self.init_pid: int | None = None  # the namespace's init, as the grader sees it
+        self.namespace: tuple[int, int] | None = None
+        self._leftovers = 0
+        self._tmpfs = tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
+        self._baseline = shared_tmpfs_used(self._tmpfs)
+
+    def env(self) -> dict[str, str]:
+        tmp = "/tmp" if self.sandbox.bwrap else str(self.home)
+        return {"HOME": str(self.home), "TMPDIR": tmp, "GRADER_SANDBOX": self.sandbox.marker}
+
+    def run_as_student(self, program: list[str], timeout: float, env: dict[str, str]) -> subprocess.CompletedProcess:
+        """Run a helper of the grader's (e.g. the upload copy) as the student user, with no namespaces."""
+        argv = launch_argv({"uid": self.sandbox.uid, "gid": self.sandbox.gid}, program) if self.sandbox.drops_user else program
+        return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                              check=False, cwd=self.scratch, start_new_session=True)
+
+    def start(self, program: list[str], env: dict[str, str], pass_fds: tuple[int, ...]) -> subprocess.Popen:
+        """Start `program` in the jail: in its namespaces, as the student, in its cgroup."""
+        info_read = None
+        if self.sandbox.bwrap:
+            info_read, info_write = os.pipe()
+            args = list(self.sandbox.bwrap)
+            for mount in ("/tmp", "/dev/shm"):
+                args += (["--size", str(self.memory_limit)] if self.sandbox.tmpfs_size else []) + ["--tmpfs", mount]
+            args += ["--remount-ro", "/dev", "--ro-bind", str(self.scratch), str(self.scratch),
+                     "--bind", str(self.submission), str(self.submission), "--bind", str(self.home), str(self.home),
+                     "--remount-ro", "/", "--chdir", str(self.submission), "--info-fd", str(info_write), "--"]
+            program, pass_fds = args + program, (*pass_fds, info_write)
+        if self.sandbox.drops_user or self.cgroup:
+            options = {"uid": self.sandbox.uid, "gid": self.sandbox.gid,
+                       "cgroup_procs": str(self.cgroup.procs_file) if self.cgroup else None}
+            program = launch_argv(options, program)
+        try:
+            self.proc = subprocess.Popen(program, cwd=self.submission, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=pass_fds,
+                                         start_new_session=True)
+        finally:
+            if info_read is not None:
+                os.close(info_write)
+        if info_read is not None:
+            self._read_info(info_read)
+        return self.proc
+
+    def returncode(self) -> int | None:
+        """The child's exit status as subprocess reports it (negative: killed by that signal). bubblewrap
+        passes a death by signal N on as exit status 128 + N, so such a status is read as the signal."""
+        code = self.proc.returncode if self.proc else None
+        if code is not None and self.sandbox.bwrap and code > 128:
+            return 128 - code
+        return code
+
+    def _read_info(self, fd: int) -> None:
+        """bubblewrap's report of the namespace's init pid; without it the namespace could not be killed."""
+        data, deadline = b"", time.monotonic() + 30
+        try:
+            while b"}" not in data and time.monotonic() < deadline:
+                if select.select([fd], [], [], 0.1)[0]:
+                    chunk = os.read(fd, 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+        finally:
+            os.close(fd)
+        try:
+            self.init_pid = int(json.loads(data)["child-pid"])
+            st = os.stat(f"/proc/{self.init_pid}/ns/pid")
+            self.namespace = (st.st_dev, st.st_ino)
+        except (ValueError, KeyError, OSError):
+            self.init_pid = None  # bubblewrap failed to start: its output says why; the user/cgroup kill remains
+
+    def members(self) -> list[int]:
+        """Every live process of the jail that the grader can find, the child and bubblewrap included."""
+        found: set[int] = set()
+        if self.cgroup:
+            found.update(self.cgroup.pids())
+        if self.sandbox.uid is not None:
+            found.update(user_processes(self.sandbox.uid))
+        if self.namespace:
+            found.update(namespace_processes(self.namespace))
+        if self.proc is not None and not self.sandbox.drops_user and not self.sandbox.bwrap:
+            found.update(session_processes(self.proc.pid, self.sandbox.marker))
+        if self.proc is not None and self.proc.poll() is None:
+            found.add(self.proc.pid)
+        return sorted(found)
+
+    def _main(self) -> set[int]:
+        """The processes that are the grader's own start-up chain, not processes the student started."""
+        main = {self.proc.pid} if self.proc else set()
+        if self.init_pid:
+            main.add(self.init_pid)
+            try:
+                main.update(int(p) for p in Path(f"/proc/{self.init_pid}/task/{self.init_pid}/children").read_text().split()[:1])
+            except OSError:
+                pass
+        return main
+
+    def snapshot(self) -> None:
+        """Count the processes the student left running, now that its main process is done: in the
+        namespaces they die with it, before close() could count them."""
+        main = self._main()
+        self._leftovers = max(self._leftovers, len([p for p in self.members() if p not in main]))
+
+    def memory(self, deadline: float) -> int:
+        """Bytes of memory the student's processes use now, counted where it is spent."""
+        if self.cgroup:
+            return self.cgroup.usage()
+        pids = self.members()
+        used = memory_bytes(pids, self.memory_limit, deadline) + memfd_bytes(pids, deadline)
+        if self.init_pid:  # the private /tmp and /dev/shm
+            used += sum(used_bytes(f"/proc/{self.init_pid}/root{m}") for m in ("/tmp", "/dev/shm"))
+        now = shared_tmpfs_used(self._tmpfs)
+        return used + sum(max(0, now.get(dev, 0) - before) for dev, before in self._baseline.items())
+
+    def oom_killed(self) -> bool:
+        return bool(self.cgroup and self.cgroup.oom_kills())
+
+    def _kill_round(self) -> None:
+        if self.cgroup:
+            self.cgroup.kill()
+        if self.init_pid:
+            try:  # the namespace's init: its death takes every process of the namespace with it
+                os.kill(self.init_pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.sandbox.drops_user:
+            self.sandbox.kill_user()
+        elif not self.sandbox.bwrap:
+            for pid in self.members():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        reap_orphans(spare=self.proc.pid if self.proc else -1)
+
+    def close(self) -> Cleanup:
+        """Kill everything of the jail, prove it is gone, remove what it left. Every wait is bounded; a
+        survivor raises ContainmentError and leaves the scratch folder and the closed modes as they are."""
+        result = Cleanup()
+        self.snapshot()
+        result.leftovers = self._leftovers
+        started = time.monotonic()
+        while True:
+            self._kill_round()
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=0.2)
+                except subprocess.TimeoutExpired:
+                    pass
+            alive = self.members()
+            # A killed process still exiting runs no code of its own; it only needs time to be gone.
+            running = [p for p in alive if not doomed(p)]
+            waited = time.monotonic() - started
+            if not alive or (running and waited > KILL_SECONDS) or waited > EXIT_SECONDS:
+                break
+        if alive:
+            described = ", ".join(f"{pid} ({describe(pid)})" for pid in alive[:5])
+            self.sandbox.breach = (f"{len(alive)} process(es) of the student survived every attempt to kill them "
+                                   f"({described}); grading stopped, nothing was restored. Staff must look.")
+            raise ContainmentError(self.sandbox.breach)
+        if self.cgroup and not self.cgroup.remove():
+            result.note = f"could not remove the memory cgroup {self.cgroup.path}"
+        if self.sandbox.uid is not None:
+            if not self.sandbox.bwrap:
+                folders, complete = self.sandbox.shared_folders()
+                result.removed += self.sandbox.sweep(folders)
+                if not complete:
+                    result.note = ("the search for world-writable folders did not finish; only those found were "
+                                   "checked for leftover files")
+            result.removed += remove_sysv_ipc(self.sandbox.uid)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return result

@@ -1,0 +1,185 @@
+"""Choosing the layers of isolation for one grading run, and the run's Sandbox.
+
+Guarantee: the strongest isolation the machine allows (or exactly the one asked for) is in force before
+any student code runs, each layer is named in every report, and nothing is silently weakened: an asked-for
+layer that cannot be had, root without a way to run student code as another user, or another run holding
+the student user, refuses (SandboxError). In the process layer the grader first makes itself
+non-dumpable and a subreaper. Relies on: the probes of namespaces.py and cgroup.py, run here, not assumed.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.sandbox.cgroup import MemoryCgroup
+from grader.sandbox.cleanup import KNOWN_SHARED, WALK_SECONDS, sweep, walk_world_writable
+from grader.sandbox.closing import closed_paths, inaccessible_ancestor
+from grader.sandbox.errors import ContainmentError, SandboxError
+from grader.sandbox.jail import Jail
+from grader.sandbox.namespaces import bwrap_base, interpreter_paths, probe_bwrap
+from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
+
+ISOLATIONS = ("auto", "namespace", "user", "process")
+MEMORY_ACCOUNTING = ("auto", "cgroup", "processes")
+PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+
+
+@dataclass
+class Sandbox:
+    """The isolation of one grading run; `breach` is set, for good, once a student process survived."""
+
+    isolation: str  # the strongest layer in force: "namespace", "user" or "process"
+    note: str  # what the grader tells people about the isolation in force
+    layers: dict[str, str]  # layer -> what is in force, for results.json
+    uid: int | None = None  # the student user, when root runs student code as it
+    gid: int | None = None
+    killer: tuple[int, int] | None = None  # (uid, gid) of the user the killer runs as
+    bwrap: list[str] = field(default_factory=list)  # bubblewrap's fixed arguments, when namespaces are in force
+    tmpfs_size: bool = False  # bubblewrap can cap the private /tmp and /dev/shm
+    cgroups: bool = False
+    marker: str = field(default_factory=lambda: secrets.token_hex(8))
+    protected: list[Path] = field(default_factory=list)
+    breach: str | None = None
+    _lock: int | None = None
+    _shared: list[Path] = field(default_factory=list)
+    _shared_done: threading.Event = field(default_factory=threading.Event)
+    _shared_complete: bool = True
+
+    @property
+    def drops_user(self) -> bool:
+        return self.uid is not None
+
+    def close(self) -> None:
+        """Release the run's lock."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def jail(self, question: str, memory_limit: int) -> Jail:
+        if self.breach:
+            raise ContainmentError(self.breach)
+        try:
+            return Jail(self, question, memory_limit)
+        except OSError as exc:
+            raise SandboxError(f"could not set up the question's confinement: {exc}") from None
+
+    def kill_user(self) -> list[int]:
+        """SIGKILL every process of the student user (user layer); returns those still alive (users.kill_user)."""
+        assert self.uid is not None and self.killer is not None
+        return kill_user(self.uid, self.killer)
+
+    def shared_folders(self) -> tuple[list[Path], bool]:
+        """World-writable folders (walked once per run, in the background) and whether the walk finished."""
+        self._shared_done.wait(WALK_SECONDS + 5)
+        return sorted(set(self._shared) | set(KNOWN_SHARED)), self._shared_complete and self._shared_done.is_set()
+
+    def _walk_shared(self) -> None:
+        found, complete = walk_world_writable(time.monotonic() + WALK_SECONDS)
+        self._shared, self._shared_complete = found, complete
+        self._shared_done.set()
+
+    def sweep(self, folders: list[Path]) -> list[str]:
+        """Remove what the student user left at the top of `folders` (user layer only; nothing of the
+        student runs now, so nothing can race the removal)."""
+        return [] if self.uid is None else sweep(folders, self.uid, self.gid)
+
+
+def _python_blocked() -> str | None:
+    for path in (os.path.realpath(sys.executable), sys.prefix, sys.base_prefix):
+        blocked = inaccessible_ancestor(Path(path))
+        if blocked is not None:
+            return (f"Python lives under {blocked}, which the unprivileged user cannot enter: install Python where "
+                    f"all users can run it (the system Python; the Docker image does), or pass --isolation process "
+                    f"to run student code as root (trusted code only)")
+    return None
+
+
+def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path] | None = None,
+            user: str = DEFAULT_USER) -> Sandbox:
+    """Choose the strongest isolation available (or the one asked for) and get it ready.
+
+    Refuses (SandboxError) rather than weaken: an asked-for layer that is missing, root without a way to
+    run student code as another user (unless `isolation="process"`), another run holding the lock."""
+    protected = [p.resolve() for p in (protected or [])]
+    root = os.geteuid() == 0
+    if isolation not in ISOLATIONS:
+        raise SandboxError(f"unknown isolation {isolation!r} (expected one of {', '.join(ISOLATIONS)})")
+    if isolation == "process":
+        return _process_sandbox("asked for with --isolation process", root)
+    if isolation == "user" and not root:
+        raise SandboxError("--isolation user needs root (run in the Docker image, or as root)")
+    layers: dict[str, str] = {}
+    uid = gid = killer = None
+    if root:
+        blocked = _python_blocked()
+        if blocked:
+            raise SandboxError(f"refusing to run student code as root: {blocked}")
+        uid, gid = ensure_user(user)
+        killer = ensure_user(KILLER_USER)
+        layers["user"] = f"student code runs as '{user}' (uid {uid}), never as root; killed by a process it cannot signal"
+    bwrap: list[str] = []
+    tmpfs_size = False
+    if isolation == "user":
+        layers["namespaces"] = "not used (--isolation user)"
+    else:
+        why = probe_bwrap(uid, gid)
+        if why is None:
+            bwrap, tmpfs_size = bwrap_base(interpreter_paths(protected))
+            layers["namespaces"] = ("private PID, mount, IPC, network, UTS and user namespaces (bubblewrap): only the "
+                                    "interpreter and the scratch folder are visible")
+        elif isolation == "namespace":
+            raise SandboxError(f"--isolation namespace: {why}")
+        else:
+            layers["namespaces"] = f"not in force: {why}"
+            if not root:
+                return _process_sandbox(f"namespaces unavailable ({why}) and the grader is not root", root)
+    where = MemoryCgroup.parent() if memory != "processes" else "--memory-accounting processes"
+    cgroups = not isinstance(where, str)
+    if not cgroups and memory == "cgroup":
+        raise SandboxError(f"--memory-accounting cgroup: {where}")
+    if cgroups:
+        layers["memory"] = "a memory cgroup per question (shared memory counted)"
+    else:
+        spent = "its private /tmp and /dev/shm" if bwrap else "the growth of the shared tmpfs folders"
+        layers["memory"] = (f"resident anonymous and shared memory, memfd files and {spent} of the student's "
+                            f"processes (no cgroup: {where})")
+    sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
+                      tmpfs_size=tmpfs_size, cgroups=cgroups, protected=closed_paths(protected) if root else [])
+    if root:
+        # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
+        # to an init that does not reap would hold one of the student user's process slots for good.
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)
+        sandbox._lock = take_lock(user)
+        survivors = sandbox.kill_user()  # whatever an earlier run may have left
+        if survivors:
+            sandbox.close()
+            raise SandboxError(f"{len(survivors)} process(es) of '{user}' from an earlier run cannot be killed")
+        if not bwrap:
+            threading.Thread(target=sandbox._walk_shared, daemon=True).start()
+        else:
+            sandbox._shared_done.set()
+    sandbox.note = "Isolation: " + "; ".join(f"{k}: {v}" for k, v in layers.items()) + "."
+    return sandbox
+
+
+def _process_sandbox(why: str, root: bool) -> Sandbox:
+    """The weakest layer: the child shares the grader's user. Shield the grader first: non-dumpable (a
+    same-user child can neither ptrace it nor read its memory) and a subreaper (orphans stay in its tree)."""
+    _prctl(PR_SET_DUMPABLE, 0)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    who = "root (no isolation from the grader: trusted code only)" if root else "the grader's own user"
+    note = (f"Isolation: student code ran in a separate process as {who} ({why}); it could read files that user "
+            "can read, the labels included. The stronger isolation needs bubblewrap, or root as in the Docker image "
+            "or on Gradescope.")
+    return Sandbox("process", note, {"process": f"separate process as {who} ({why})"})

@@ -1,0 +1,113 @@
+"""The namespace layer: bubblewrap's arguments, and whether bubblewrap works here.
+
+Guarantee: with these arguments the student's processes get private PID, mount, IPC, network, UTS and
+user namespaces (cgroup where the kernel allows), no new user namespaces inside them (where bubblewrap
+can refuse them), and a file system of read-only system folders, the interpreter's folders, a few files
+of /etc and, per question (jail.py), the scratch folder; never a folder that holds a protected path.
+Killing the namespace's init ends every process in it. Relies on: unprivileged user namespaces (or root),
+which default Docker and Gradescope refuse; the probe finds that out before any student code runs.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from grader.sandbox.errors import SandboxError
+from grader.sandbox.users import launch_argv
+from grader.text import printable
+
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
+             "os-release", "alternatives", "mime.types", "fonts", "ssl")
+ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@functools.cache
+def _child_sys_path() -> list[str]:
+    """sys.path of the child's interpreter as it starts it (`python -I`: site-packages and .pth entries,
+    no PYTHONPATH, nothing the grader itself added at run time)."""
+    proc = subprocess.run([sys.executable, "-I", "-c", "import json, sys; print(json.dumps(sys.path))"],
+                          capture_output=True, text=True, check=True, timeout=60, env={}, cwd="/")
+    return json.loads(proc.stdout)
+
+
+def interpreter_paths(protected: list[Path]) -> list[Path]:
+    """Folders the child's interpreter needs (prefixes, site-packages), outside the system folders that are
+    mounted anyway. A sys.path entry that holds anything protected (a checkout installed with
+    `pip install -e`) is left out; an interpreter prefix that does is refused."""
+    system = [Path("/") / d for d in ROOT_DIRS]
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)}
+    prefixes.add(Path(os.path.realpath(sys.executable)).parent)
+    entries = {Path(p).resolve() for p in _child_sys_path() if p and Path(p).is_dir()}
+    keep = set()
+    for path in prefixes | entries:
+        if any(_within(path, s) for s in system):
+            continue
+        if any(_within(p, path) for p in protected):
+            if path in prefixes:
+                raise SandboxError(f"the interpreter's folder {path} holds the grader's files or the reference data; "
+                                   "use an interpreter installed elsewhere")
+            continue
+        keep.add(path)
+    return sorted(p for p in keep if not any(q != p and _within(p, q) for q in keep))
+
+
+@functools.cache
+def _help_text(program: str) -> str:
+    return subprocess.run([program, "--help"], capture_output=True, text=True, check=False, timeout=30).stdout
+
+
+def bwrap_base(paths: list[Path]) -> tuple[list[str], bool]:
+    """bubblewrap's arguments, except the per-question folders and the command, and whether this
+    bubblewrap can cap the size of a tmpfs (--size, from 0.8)."""
+    bwrap = shutil.which("bwrap") or "bwrap"
+    helptext = _help_text(bwrap)
+    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    if "--disable-userns" in helptext:
+        args.append("--disable-userns")
+    for name in ROOT_DIRS:
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for path in paths:
+        args += ["--ro-bind", str(path), str(path)]
+    for name in ETC_FILES:
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    gpus = sorted(str(p) for p in Path("/dev").glob("nvidia*") if not p.is_dir())
+    for device in gpus:
+        args += ["--dev-bind", device, device]
+    args += ["--ro-bind", "/sys", "/sys"] if gpus else ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+    return args, "--size" in helptext
+
+
+def probe_bwrap(uid: int | None, gid: int | None) -> str | None:
+    """None when bubblewrap can make its namespaces here as the student user, else why not."""
+    if not shutil.which("bwrap"):
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        base, _ = bwrap_base(interpreter_paths([]))
+    except SandboxError as exc:
+        return str(exc)
+    program = base + ["--", sys.executable, "-I", "-S", "-c", "pass"]
+    if uid is not None:
+        program = launch_argv({"uid": uid, "gid": gid}, program)
+    try:
+        proc = subprocess.run(program, capture_output=True, text=True, timeout=30, check=False,
+                              stdin=subprocess.DEVNULL, cwd="/")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap could not run: {exc}"
+    if proc.returncode != 0:
+        return f"bubblewrap cannot make namespaces here ({printable(proc.stderr.strip()[:200])})"
+    return None
