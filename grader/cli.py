@@ -20,7 +20,7 @@ from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, Grad
                            with_overrides)
 from grader.atomic import written_atomically
 from grader.inputs import protected_inputs
-from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary
+from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary, withheld_columns
 from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, memory_left_mib, prepare,
                             protected)
 from grader.scoring import score_question
@@ -215,10 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         if check is not None and check.over:  # nothing of the student's runs
             base = {"visibility": config.visibility, "stdout_visibility": config.stdout_visibility,
                     "extra_data": {"grader": provenance(config)}}
-            results_file.write(over_limit_results(check, config.over_limit_keeps, base))
+            results_file.write(over_limit_results(check, config.over_limit_keeps, base, withheld_columns(config)))
             print(f"Submission limit reached: not graded; results written to {args.results}")
             return 0
-        sandbox = prepare(args.isolation, args.memory_accounting, protected_inputs(args.data, config), args.student_user)
+        sandbox = prepare(args.isolation, args.memory_accounting,
+                          protected_inputs(args.data, config, args.submission_metadata), args.student_user)
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, [*limit_notes, *memory_notes],
                        keep_predictions=args.predictions is not None)
         if check is not None:

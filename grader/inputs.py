@@ -12,6 +12,10 @@ from grader.config import GraderConfig
 GRADER = Path(__file__).resolve().parent
 
 
-def protected_inputs(data: Path, config: GraderConfig) -> list[Path]:
-    """What student code must never read: the reference data, the config, the grader, the checks."""
-    return [p.resolve() for p in (data, config.source, GRADER, *([config.checks] if config.checks else []))]
+def protected_inputs(data: Path, config: GraderConfig, metadata: Path | None = None) -> list[Path]:
+    """What student code must never read: the reference data, the config, the grader, the checks, and
+    Gradescope's submission metadata (earlier submissions' results, hidden tests included)."""
+    paths = [data, config.source, GRADER, *([config.checks] if config.checks else [])]
+    if metadata is not None and metadata.exists():
+        paths.append(metadata)
+    return [p.resolve() for p in paths]

@@ -6,11 +6,12 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from grader import __version__
+from grader import __version__, visibility
 from grader.atomic import PendingFile
 from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.scoring import Score
+from grader.visibility import VISIBLE, may_show, number, test_visibility, visible_score, withheld
 
 LEADERBOARD = (("q1", "accuracy", "Q1 accuracy"), ("q2", "mAP", "Q2 mAP"), ("q2", "mIoU", "Q2 mIoU"))
 
@@ -71,12 +72,14 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
                       "status": "passed" if score.full_credit else "failed", "visibility": cfg.visibility,
                       "output": test_output(cfg, result, score)})
         metrics[key] = result.reported_metrics
-    leaderboard = []
+    leaderboard, hidden = [], withheld_columns(config)
     for key, name, title in LEADERBOARD:
-        if key in config.questions:
+        if key in config.questions and title not in hidden:
             value = metrics[key].get(name)
             leaderboard.append({"name": title, "value": round(value, 4) if value is not None else 0, "order": "desc"})
-    summary = [f"{cfg.title}: {scores[k].points:g} / {scores[k].max_points:g}" for k, cfg in config.questions.items()]
+    summary = [f"{cfg.title}: {scores[k].points:g} / {scores[k].max_points:g}"
+               if may_show(cfg.visibility, visibility.TOP_OUTPUT) else withheld(cfg.title, cfg.visibility)
+               for k, cfg in config.questions.items()]
     return {
         "tests": tests + extra_tests,
         "leaderboard": leaderboard + list(extra_leaderboard),
@@ -86,6 +89,12 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "stdout_visibility": config.stdout_visibility,
         "extra_data": {"metrics": metrics, "grader": provenance(config)},
     }
+
+
+def withheld_columns(config: GraderConfig) -> set[str]:
+    """The leaderboard columns of questions that students may not see yet: they are left out."""
+    return {title for key, _, title in LEADERBOARD
+            if key in config.questions and not may_show(config.questions[key].visibility, visibility.LEADERBOARD)}
 
 
 def provenance(config: GraderConfig) -> dict:
@@ -136,14 +145,23 @@ class ResultsFile:
 
 def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
                      extra_tests: list[dict]) -> str:
-    blocks = []
+    """What the grader prints: the readers of its stdout (`stdout_visibility`) see only what they may."""
+    place, blocks, shown = config.stdout_visibility, [], []
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
+        if not may_show(cfg.visibility, place):
+            blocks.append(f"== {withheld(cfg.title, cfg.visibility)}")
+            continue
         body = f"ERROR: {result.error}" if result.error is not None else metrics_text(result)
         blocks.append(f"== {cfg.title}: {score.points:g} / {score.max_points:g}\n{body}")
+        shown.append({"score": score.points, "max_score": score.max_points})
     for test in extra_tests:
-        blocks.append(f"== {test['name']}: {test.get('score', 0):g} / {test.get('max_score', 0):g}")
-    total = sum(s.points for s in scores.values()) + sum(t.get("score", 0) for t in extra_tests)
-    maximum = config.max_score + sum(t.get("max_score", 0) for t in extra_tests)
-    blocks.append(f"Total: {total:g} / {maximum:g}")
+        if may_show(test_visibility(test, config.visibility), place):
+            blocks.append(f"== {test['name']}: {number(test.get('score')):g} / {number(test.get('max_score')):g}")
+            shown.append(test)
+        else:
+            blocks.append(f"== {withheld(str(test.get('name')), test_visibility(test, config.visibility))}")
+    total, maximum, _ = visible_score(shown, VISIBLE, VISIBLE)
+    held = len(config.questions) + len(extra_tests) - len(shown)
+    blocks.append(f"Total: {total:g} / {maximum:g}" + (f" (of the tests shown here; {held} shown later)" if held else ""))
     return "\n\n".join(blocks)

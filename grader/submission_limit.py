@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Collection
+
+from grader.visibility import TOP_OUTPUT, VISIBLE, number, visible_score
 
 WINDOW = timedelta(hours=24)
 
@@ -57,20 +60,18 @@ def _valid(entry: dict) -> bool:
     if entry.get("autograder_error"):
         return False
     results = entry.get("results")
-    record = results.get("extra_data", {}).get("submission_limit", {}) if isinstance(results, dict) else {}
+    extra = results.get("extra_data") if isinstance(results, dict) else None
+    record = extra.get("submission_limit") if isinstance(extra, dict) else None
     return not (isinstance(record, dict) and record.get("over_limit"))
 
 
 def _score(entry: dict) -> float:
     results = entry.get("results")
     if isinstance(results, dict) and isinstance(results.get("score"), (int, float)):
-        return float(results["score"])
+        return number(results["score"])
     if isinstance(results, dict) and isinstance(results.get("tests"), list):
-        return sum(float(t.get("score", 0)) for t in results["tests"] if isinstance(t, dict))
-    try:
-        return float(entry.get("score") or 0)
-    except (TypeError, ValueError):
-        return 0.0
+        return sum(number(t.get("score")) for t in results["tests"] if isinstance(t, dict))
+    return number(entry.get("score"))
 
 
 def read_metadata(path: Path) -> tuple[datetime, list[Earlier]]:
@@ -104,20 +105,27 @@ def check_limit(now: datetime, earlier: list[Earlier], limit: int, keeps: str) -
     return LimitCheck(True, len(window), limit, kept, window[len(window) - limit].time + WINDOW)
 
 
-def over_limit_results(check: LimitCheck, keeps: str, base: dict) -> dict:
+def over_limit_results(check: LimitCheck, keeps: str, base: dict, withheld_columns: Collection[str] = ()) -> dict:
     """results.json for a submission past the limit: nothing ran; the kept earlier result's tests and score
-    stand, each test saying why. `base` gives the fields of a normal report (visibility, extra_data)."""
+    stand, each test saying why. `base` gives the fields of a normal report (visibility, extra_data);
+    `withheld_columns` the leaderboard columns of questions students may not see yet."""
     assert check.kept is not None and check.next_at is not None
     kept = check.kept
+    tests_of = (kept.results or {}).get("tests")
+    earlier = [t for t in tests_of if isinstance(t, dict)] if isinstance(tests_of, list) else []
+    default = str(base.get("visibility", VISIBLE))
+    # The message goes where students look at once: it quotes only the points of tests they may see now.
+    points, maximum, held = visible_score(earlier, default, TOP_OUTPUT)
+    score = f"{points:g} / {maximum:g}" + (f" on the tests shown now ({held} more shown later)" if held else "")
     message = (f"Submission limit reached: {check.counted} valid submissions in the last 24 hours (the limit is "
                f"{check.limit}). This one was not graded. Your {'best' if keeps == 'best' else 'last'} earlier "
-               f"score stands: {kept.score:g}, from the submission of {kept.time.isoformat(timespec='minutes')}. "
+               f"result stands: {score}, from the submission of {kept.time.isoformat(timespec='minutes')}. "
                f"Your next submission counts from {check.next_at.isoformat(timespec='minutes')}.")
-    tests = []
-    for test in (kept.results or {}).get("tests", []):
-        if isinstance(test, dict):
-            tests.append({**test, "output": f"{message}\n\nThe earlier result:\n{test.get('output', '')}"})
-    report = {**base, "score": kept.score, "tests": tests, "output": message, "execution_time": 1,
-              "leaderboard": (kept.results or {}).get("leaderboard", [])}
+    tests = [{**test, "output": f"{message}\n\nThe earlier result:\n{test.get('output', '')}"} for test in earlier]
+    board = (kept.results or {}).get("leaderboard", [])
+    board = [e for e in board if isinstance(e, dict) and e.get("name") not in withheld_columns] if isinstance(board, list) else []
+    report = {**base, "tests": tests, "output": message, "execution_time": 1, "leaderboard": board}
+    if not held:  # a total that holds hidden points is left to Gradescope, which adds up the tests itself
+        report["score"] = kept.score
     report["extra_data"] = {**base.get("extra_data", {}), "submission_limit": check.record}
     return report

@@ -447,8 +447,11 @@ def predict_q1(images):
 
 def test_labels_config_git_and_grader_are_out_of_reach(open_dir: Path, layer: str) -> None:
     tmp_path = open_dir
+    metadata = tmp_path / "submission_metadata.json"  # Gradescope's: earlier results, hidden tests included
+    metadata.write_text('{"created_at": "2026-12-03T12:00:00+00:00", "previous_submissions": []}')
+    metadata.chmod(0o644)
     targets = [tmp_path / "data" / "q1" / "labels.npy", tmp_path / "config.toml", REPO / "grader" / "scoring.py",
-               REPO / ".git" / "HEAD", REPO / "reference_data" / "q1" / "labels.npy"]
+               REPO / ".git" / "HEAD", REPO / "reference_data" / "q1" / "labels.npy", metadata]
     code = f"""
 import pwd, os
 print("running as", pwd.getpwuid(os.getuid()).pw_name)
@@ -466,7 +469,7 @@ except OSError:
 def predict_q1(images):
     return scores(images)
 """
-    rc, report = grade_q1(tmp_path, code, layer)
+    rc, report = grade_q1(tmp_path, code, layer, "--submission-metadata", str(metadata))
     output = by_question(report)["Q1"]["output"]
     assert f"running as {DEFAULT_USER}" in output
     assert "READ" not in output and "WROTE" not in output
@@ -474,6 +477,7 @@ def predict_q1(images):
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     assert "# planted" not in (REPO / "grader" / "scoring.py").read_text()
     assert (REPO / "grader").stat().st_mode & 0o005 == 0o005  # modes restored after grading
+    assert metadata.stat().st_mode & 0o777 == 0o644
 
 
 def test_files_left_in_world_writable_folders_are_removed(tmp_path: Path, layer: str) -> None:
