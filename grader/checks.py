@@ -16,6 +16,7 @@ from pathlib import Path
 from gradescope_utils.autograder_utils.json_test_runner import JSONTestRunner
 
 from grader.config import ConfigError
+from grader.text import printable
 
 context: dict = {}
 
@@ -40,6 +41,10 @@ def _method(test: unittest.TestCase):
     return getattr(test, test._testMethodName)
 
 
+def _printable(entry: dict) -> dict:
+    return {k: printable(v) if isinstance(v, str) else v for k, v in entry.items()}
+
+
 def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> tuple[list[dict], list[dict]]:
     """Run the checks with gradescope-utils' runner: (tests, leaderboard entries). A check that did not run
     still appears, at 0 points; `@leaderboard` checks give leaderboard entries, not tests."""
@@ -48,7 +53,9 @@ def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> tu
     stream = io.StringIO()
     JSONTestRunner(stream=stream, visibility="visible").run(suite)
     output = json.loads(stream.getvalue())
-    tests, board = output.get("tests", []), output.get("leaderboard", [])
+    # Checks may quote the submission's files: their text goes through the same escaping as the grader's own.
+    tests = [_printable(t) for t in output.get("tests", [])]
+    board = [_printable(e) for e in output.get("leaderboard", [])]
     reported = {t["name"] for t in tests}
     for test in planned:
         method = _method(test)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.text import markdown_code
+
 WEIGHT_MIN_BYTES = 4096  # smaller files (code, configs) are too often shared starter material
 Q2_PIXEL_SAMPLE = 200_000  # pixels compared per pair for Q2, the same fixed random ones for every pair
 
@@ -35,21 +37,25 @@ class SimilarPair:
 
 
 def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
-    """(sha256, size, path relative to `folder`) of its files of at least WEIGHT_MIN_BYTES; links are skipped."""
+    """(sha256, size, path relative to `folder`) of its regular files of at least WEIGHT_MIN_BYTES. Only a
+    regular file is ever opened (a device node's open can act on the device); links are skipped."""
     found = []
     for top, dirs, names in os.walk(folder):
         dirs.sort()
         for name in sorted(names):
             path = Path(top) / name
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block
+                named = path.lstat()
+                if not stat.S_ISREG(named.st_mode) or named.st_size < WEIGHT_MIN_BYTES:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError:
                 continue
             with os.fdopen(fd, "rb") as f:
                 st = os.fstat(f.fileno())
                 size = st.st_size
-                if size < WEIGHT_MIN_BYTES or not stat.S_ISREG(st.st_mode):
-                    continue
+                if (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino) or not stat.S_ISREG(st.st_mode):
+                    continue  # swapped between the look and the open
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: f.read(2**20), b""):
                     digest.update(chunk)
@@ -94,14 +100,14 @@ def report(files: list[tuple[str, int, list[tuple[str, str]]]], pairs: list[Simi
            submitters: dict[str, list[str]]) -> str:
     """duplicates.md: the identical files, the pairs at or above `threshold`, and the distribution."""
     def who(name: str) -> str:
-        return f"{name} ({'; '.join(submitters.get(name, [])) or 'unknown'})"
+        return f"{markdown_code(name)} ({markdown_code('; '.join(submitters.get(name, [])) or 'unknown')})"
 
     lines = ["# Possible copies", "", "Leads for a check by hand, not verdicts: starter weights handed out to "
              "everyone, or a team's two submissions, look the same.", "", "## Identical files", ""]
     if not files:
         lines.append(f"None (files of {WEIGHT_MIN_BYTES} bytes or more compared byte for byte).")
     for sha, size, where in files:
-        lines.append(f"- {size:,} bytes, sha256 {sha[:16]}: " + ", ".join(f"{who(n)}: {f}" for n, f in where))
+        lines.append(f"- {size:,} bytes, sha256 {sha[:16]}: " + ", ".join(f"{who(n)}: {markdown_code(f)}" for n, f in where))
     lines += ["", f"## Predictions that share their mistakes (overlap >= {threshold:g})", ""]
     flagged = sorted((p for p in pairs if p.overlap >= threshold), key=lambda p: -p.overlap)
     if not flagged:

@@ -31,6 +31,7 @@ class QuestionResult:
     error: str | None = None
     error_kind: str = ""  # a short name for the error (StudentError.kind, "grader", "upload"), for batch reports
     details: str = ""
+    error_from_student: bool = False  # `error` and `details` are text the student's code chose (its output)
     staff_problem: bool = False  # the error is the grader's, not the student's
     examples: list = field(default_factory=list)  # Q2: (name, image, label, predicted label) of the first images
 
@@ -103,7 +104,7 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
                 progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details, result.examples = exc.message, exc.details, []  # no pictures of a failed run
-        result.error_kind = exc.kind
+        result.error_kind, result.error_from_student = exc.kind, exc.from_student
         return result
     except GraderError as exc:
         result.error, result.staff_problem, result.examples = f"grader problem, not yours: {exc}", True, []

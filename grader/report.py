@@ -36,13 +36,23 @@ def metrics_text(result: QuestionResult) -> str:
     return "\n".join(lines)
 
 
+def shown_error(cfg: QuestionConfig, result: QuestionResult) -> tuple[str, str]:
+    """(error, details) as students may see them: with show_output = false, an error whose words the student's
+    code chose (an exception's message, a traceback: output by another name) is named by its kind only."""
+    if result.error_from_student and not cfg.show_output:
+        return (f"your code failed ({result.error_kind}); its message is not shown (the course keeps what your code "
+                "prints private: show_output = false)"), ""
+    return result.error or "", result.details
+
+
 def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
     n = result.metrics.get("n")
     where = f" on {result.run.device}" if result.run.device else ""
     if result.error is not None:
-        parts = [f"Could not grade {cfg.title}: {result.error}"]
-        if result.details:
-            parts.append(result.details.rstrip())
+        error, details = shown_error(cfg, result)
+        parts = [f"Could not grade {cfg.title}: {error}"]
+        if details:
+            parts.append(details.rstrip())
     else:
         parts = [metrics_text(result), f"({n} held-out images, {result.run.seconds:.1f} s{where})"]
     parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
@@ -152,7 +162,7 @@ def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], s
         if not may_show(cfg.visibility, place):
             blocks.append(f"== {withheld(cfg.title, cfg.visibility)}")
             continue
-        body = f"ERROR: {result.error}" if result.error is not None else metrics_text(result)
+        body = f"ERROR: {shown_error(cfg, result)[0]}" if result.error is not None else metrics_text(result)
         blocks.append(f"== {cfg.title}: {score.points:g} / {score.max_points:g}\n{body}")
         shown.append({"score": score.points, "max_score": score.max_points})
     for test in extra_tests:

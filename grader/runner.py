@@ -32,6 +32,7 @@ from grader.upload import UploadError, copy_upload
 CHILD = Path(__file__).with_name("child.py")
 QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
+CHILD_ERROR_KINDS = ("import", "missing", "cuda_oom", "exit", "exception")  # what child.py reports
 MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -44,11 +45,12 @@ class GraderError(Exception):
 class StudentError(Exception):
     """The submission's fault: a clear message for the student (and the output it printed)."""
 
-    def __init__(self, kind: str, message: str, details: str = ""):
+    def __init__(self, kind: str, message: str, details: str = "", from_student: bool = False):
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.details = details
+        self.from_student = from_student  # the message is the child's (student code could write it): output
 
 
 class OutputTrim:
@@ -246,9 +248,11 @@ def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Q
             run.confinement = _text(message.get("confinement", ""), 300)
         elif not ready:  # e.g. CUDA asked for but missing: the set-up's problem, not the student's
             raise GraderError(_text(message.get("message", f"the child process sent {kind!r} before starting"), 2000))
-        elif kind == "error":
-            raise StudentError(_text(message.get("kind", "exception"), 40), _text(message.get("message", ""), 2000),
-                               _text(message.get("traceback", ""), 8000))
+        elif kind == "error":  # every word of it is the student's to choose, the kind only from a fixed list
+            claimed = message.get("kind")
+            raise StudentError(claimed if claimed in CHILD_ERROR_KINDS else "exception",
+                               _text(message.get("message", ""), 2000), _text(message.get("traceback", ""), 8000),
+                               from_student=True)
         elif kind == "protocol":
             raise StudentError("protocol", f"{q.function}'s process sent malformed data: {_text(message['message'], 400)}")
         elif kind == "batch":

@@ -1,4 +1,8 @@
-"""Student-controlled text made safe to show: on a terminal, in results.json, in a file list.
+"""Student-controlled text made safe for each sink it reaches: one escaping per sink.
+
+- terminal and results.json: `printable` (also every file list);
+- CSV (scores.csv): `csv_cell`, which also makes a formula inert;
+- Markdown (summary.md, duplicates.md): `markdown_code`, a code span, where nothing is rendered.
 
 A submission chooses its printed output, its exception messages and its file names. Control characters
 (an ANSI escape can rewrite what a terminal shows, a carriage return can hide a line), Unicode direction
@@ -33,3 +37,23 @@ def printable(text: object, name: bool = False) -> str:
     newline and tab are escaped too."""
     return (_UNSAFE_IN_NAMES if name else _UNSAFE).sub(_escape, str(text))
 
+
+
+# What a spreadsheet may read as a formula (OWASP's list; its tab and CR never lead: printable escapes them).
+FORMULA_START = ("=", "+", "-", "@")
+
+
+def csv_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: printable, on one line, and prefixed with ' when it begins
+    like a formula. Numbers written by the grader itself are passed as numbers, not through here."""
+    text = printable(value, name=True)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+def markdown_code(value: object) -> str:
+    """A Markdown code span holding `value` as one printable line: no link, image, heading or HTML inside
+    is rendered. The fence is one backtick longer than the longest run of backticks inside."""
+    text = printable(value, name=True)
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}"

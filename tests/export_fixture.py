@@ -42,6 +42,8 @@ BROKEN = {
     "timeout": "import time\ndef predict_q1(images):\n    time.sleep(600)\n" + Q2_ZEROS,
     "no_predict": None,  # an upload without predict.py
 }
+FORGED = '=HYPERLINK("http://evil.example/", "x") ![pixel](http://evil.example/p.png) <img src=x>'
+HOSTILE_SUBMITTER = {":name": "=cmd|' /C calc'!A0", ":email": "![pixel](http://evil.example/p.png)", ":sid": "666"}
 # Each tries something the sandbox must stop, prints what it got, and still returns valid scores.
 HOSTILE = {
     "reads_labels": """
@@ -74,6 +76,14 @@ try:
 except OSError as exc:
     print("kill(-1) refused:", exc)
 """ + Q1_PLAIN + Q2_ZEROS,
+    # Writes its own error message on the grader's channel: it may choose the words, never the kind or the
+    # blame, and its words reach the CSV and the Markdown summary only as inert text.
+    "forges_error": """
+import json, os, sys
+message = {{"type": "error", "kind": "grader", "message": FORGED, "traceback": "Traceback: " + "x" * 5000}}
+os.write(json.loads(sys.argv[1])["fd"], (json.dumps(message) + "\\n").encode())
+os._exit(0)
+""".replace("FORGED", repr(FORGED)),
 }
 KINDS = ["honest"] * 3 + list(BROKEN) + list(HOSTILE)
 
@@ -102,7 +112,9 @@ def make_export(root: Path, n: int, data: Path, out: Path, seed: int = 0) -> Pat
             (folder / "README.txt").write_text("forgot the code\n")
         else:
             (folder / "predict.py").write_text(textwrap.dedent(code))
-        metadata[name] = {":submitters": [{":name": f"Student {i}", ":email": f"s{i}@example.edu", ":sid": str(i)}],
+        person = HOSTILE_SUBMITTER if kind == "forges_error" else {":name": f"Student {i}", ":email": f"s{i}@example.edu",
+                                                                   ":sid": str(i)}
+        metadata[name] = {":submitters": [person],
                           ":created_at": f"2026-11-30 12:{i % 60:02d}:00.000000000 -08:00", ":score": 0.0}
     (root / "submission_metadata.yml").write_text(yaml.safe_dump(metadata))
     return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import os
 import shutil
 import stat
@@ -21,7 +22,7 @@ from grader.sandbox import DEFAULT_USER, ensure_user, user_processes
 from grader.upload import UploadLimits
 from test_isolation import unavailable
 
-N = 12  # every kind of export_fixture once, with the honest ones three times
+N = 13  # every kind of export_fixture once, with the honest ones three times
 
 
 def _config(tmp_path: Path) -> Path:
@@ -70,10 +71,13 @@ def test_csv_names_submitters_and_error_kinds(graded: dict) -> None:
     metadata = yaml.safe_load((graded["export"] / "submission_metadata.yml").read_text())
     for i, (name, row) in enumerate(sorted(rows.items())):
         person = metadata[name][":submitters"][0]
-        assert row["submitters"] == f"{person[':name']} <{person[':email']}>"
         kind = kind_of(i)
+        if kind == "forges_error":  # a formula made inert for spreadsheets
+            assert row["submitters"] == f"'{person[':name']} <{person[':email']}>"
+        else:
+            assert row["submitters"] == f"{person[':name']} <{person[':email']}>"
         expected = {"syntax": "import", "exception": "exception", "shape": "shape", "nan": "nan",
-                    "timeout": "timeout", "no_predict": "upload"}.get(kind, "")
+                    "timeout": "timeout", "no_predict": "upload", "forges_error": "exception"}.get(kind, "")
         assert row["q1_error"] == expected, (name, kind, row)
         assert row["error"] == expected, (name, kind, row)
         if kind == "honest":
@@ -90,6 +94,7 @@ def test_hostile_submissions_got_nothing_and_left_nothing(graded: dict) -> None:
     assert "READ []" in outputs["reads_labels"], outputs["reads_labels"]
     assert "kill(-1) refused" in outputs["signals_everyone"]
     assert "process(es) your code left running were stopped" in outputs["daemon"]
+    assert "grader problem" not in outputs["forges_error"] and "evil.example" in outputs["forges_error"]
     for user in batch.student_users(2):
         assert user_processes(ensure_user(user)[0]) == []
     # Reopened once no student process was left: the folders closed for the batch have their modes back.
@@ -100,9 +105,13 @@ def test_hostile_submissions_got_nothing_and_left_nothing(graded: dict) -> None:
 def test_summary_and_pictures(graded: dict) -> None:
     summary = (graded["out"] / "summary.md").read_text()
     assert f"{N} submissions (0 reused" in summary
-    assert "### upload (1)" in summary and "submission_1008 (q1, q2): No predict.py" in summary
+    assert "### upload (1)" in summary and "- ` submission_1008 ` (q1, q2): ` No predict.py" in summary
     assert "### timeout (1)" in summary and "Time limit exceeded" in summary
-    assert summary.count("- submission_") >= 5  # the slowest list and the errors
+    assert summary.count("- ` submission_") >= 5  # the slowest list and the errors
+    # Student text (the forged error message, the hostile submitter's name) only inside code spans.
+    for report in (summary, (graded["out"] / "duplicates.md").read_text()):
+        outside = re.sub(r"(`+) .*? \1", "", report)
+        assert "evil.example" not in outside and "<img" not in outside
     totals = [float(r["total"]) for r in _rows(graded["out"]).values()]
     assert f"max {max(totals):g}" in summary and f"min {min(totals):g}" in summary
     for name in ("scores.png", "metrics.png"):

@@ -12,6 +12,7 @@ import numpy as np
 from grader import duplicates
 from grader.batch.runs import Outcome
 from grader.config import GraderConfig
+from grader.text import csv_cell, markdown_code
 
 
 def error_kinds(outcome: Outcome) -> dict[str, str]:
@@ -45,12 +46,13 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
         writer.writerow(header)
         for o in outcomes:
             metrics, scores, kinds = o.report.get("extra_data", {}).get("metrics", {}), _scores(config, o.report), error_kinds(o)
-            row: list[object] = [o.entry.name, "; ".join(o.entry.submitters), o.entry.created_at]
+            # Text that can come from students (names, submitters, error kinds) goes through csv_cell.
+            row: list[object] = [csv_cell(o.entry.name), csv_cell("; ".join(o.entry.submitters)), csv_cell(o.entry.created_at)]
             for q in questions:
                 values = metrics.get(q, {}) if isinstance(metrics.get(q), dict) else {}
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
-                        kinds.get(q, kinds.get("all", ""))]
-            first = next(iter(kinds.values()), "")
+                        csv_cell(kinds.get(q, kinds.get("all", "")))]
+            first = csv_cell(next(iter(kinds.values()), ""))
             row += [f"{_total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
             writer.writerow(row)
 
@@ -65,7 +67,8 @@ def _first_line(text: str) -> str:
 
 
 def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]) -> str:
-    """The batch in a page of Markdown: the score distribution, the slowest runs, every error by kind."""
+    """The batch in a page of Markdown: the score distribution, the slowest runs, every error by kind. Text
+    that can come from students (names, error messages) stands in code spans (text.markdown_code)."""
     maximum = config.max_score
     totals = sorted(_total(o.report) for o in outcomes)
     lines = ["# Batch grade", "", f"{len(outcomes)} submissions ({sum(o.reused for o in outcomes)} reused from an "
@@ -76,7 +79,7 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
                   f"min {totals[0]:g}, max {totals[-1]:g}; full marks: {sum(t >= maximum for t in totals)}.", ""]
     lines += [*notes, "", "![scores](scores.png)", "", "![metrics](metrics.png)", "", "## Slowest", ""]
     for o in sorted(outcomes, key=lambda o: -o.seconds)[:5]:
-        lines.append(f"- {o.entry.name}: {o.seconds:.1f} s{' (reused)' if o.reused else ''}")
+        lines.append(f"- {markdown_code(o.entry.name)}: {o.seconds:.1f} s{' (reused)' if o.reused else ''}")
     grouped: dict[str, dict[str, tuple[list[str], str]]] = defaultdict(dict)  # kind -> name -> (questions, message)
     for o in outcomes:
         metrics = o.report.get("extra_data", {}).get("metrics", {})
@@ -87,8 +90,9 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
     if not grouped:
         lines.append("None.")
     for kind in sorted(grouped, key=lambda k: (-len(grouped[k]), k)):
-        items = [f"- {name} ({', '.join(qs)}): {text}" for name, (qs, text) in grouped[kind].items()]
-        lines += [f"### {kind} ({len(items)})", "", *items, ""]
+        items = [f"- {markdown_code(name)} ({', '.join(qs)}): {markdown_code(text)}"
+                 for name, (qs, text) in grouped[kind].items()]
+        lines += [f"### {kind} ({len(items)})", "", *items, ""]  # kinds: the grader's fixed words
     return "\n".join(lines).rstrip() + "\n"
 
 

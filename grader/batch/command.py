@@ -30,7 +30,7 @@ from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, lo
 from grader.inputs import protected_inputs
 from grader.sandbox import (ISOLATIONS, MEMORY_ACCOUNTING, SandboxError, closed_paths, closed_to_others, ensure_user,
                             memory_left_mib, prepare)
-from grader.text import printable
+from grader.text import markdown_code, printable
 
 GRADER_MARGIN = 120  # seconds a grader process may take beyond the assignment's time budget before it is killed
 GRADER_MIB = 300  # memory a grader process needs besides its student's (the torch-free grader: ~150 MiB)
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.set_postfix_str(outcome.entry.name, refresh=False)
                 progress.update()
     if kept:
-        notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {kept[0]}.")
+        notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {markdown_code(kept[0])}.")
     ordered = [outcomes[e.name] for e in entries]
     notes.append(check_duplicates(args, config, ordered, out))
     write_csv(config, ordered, out / "scores.csv")
