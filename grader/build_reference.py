@@ -75,8 +75,10 @@ def write_kit(reference: Path, kit: Path) -> list[str]:
         (kit / "q1").mkdir(parents=True)
         np.save(kit / "q1" / "images.npy", ref.images)
         shutil.copyfile(reference / "q1" / "classes.txt", kit / "q1" / "classes.txt")
-        items.append(f"- `{PREDICTION_FILES['q1']}`: integer labels, shape ({len(ref)},), one per image of "
-                     f"`q1/images.npy` (uint8, {ref.images.shape}); the classes are numbered as in `q1/classes.txt`.")
+        items.append(f"- `{PREDICTION_FILES['q1']}`: one row per image of `q1/images.npy` (uint8, {ref.images.shape}), "
+                     f"either float scores, shape ({len(ref)}, {len(ref.classes)}) (probabilities or logits: the highest "
+                     f"score is your answer, the first class winning a tie), or integer labels, shape ({len(ref)},); "
+                     "the classes are numbered as in `q1/classes.txt`. No NaN or infinite scores.")
         order.append("Q1 as in `q1/images.npy`")
         held.append(f"q1: {len(ref)} images")
     if (reference / "q2").is_dir():
@@ -87,8 +89,9 @@ def write_kit(reference: Path, kit: Path) -> list[str]:
         shutil.copyfile(reference / "q2" / "classes.txt", kit / "q2" / "classes.txt")
         n, h, w = ref.labels.shape
         c = len(ref.classes)
-        items.append(f"- `{PREDICTION_FILES['q2']}`: uint8 class probabilities as floor(255 p), shape ({n}, {c}, {h}, "
-                     f"{w}) (scored by AP and IoU); or integer labels, shape ({n}, {h}, {w}) (IoU only).")
+        items.append(f"- `{PREDICTION_FILES['q2']}`: class probabilities, shape ({n}, {c}, {h}, {w}), as floats in "
+                     "[0, 1] (a softmax over the classes; the grader keeps floor(255 p)) or as uint8 floor(255 p) "
+                     f"(scored by AP and IoU); or integer labels, shape ({n}, {h}, {w}) (IoU only).")
         order.append("Q2 the file names of `q2/images/` sorted as strings (`sorted(glob('*.jpg'))`: 0, 1, 10, 100, 11, ...)")
         held.append(f"q2: {len(ref)} images")
     (kit / "README.md").write_text(KIT_README.format(items="\n".join(items), order="; ".join(order)))

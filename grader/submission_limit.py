@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Collection
 
-from grader.visibility import TOP_OUTPUT, VISIBLE, number, visible_score
+from grader.text import printable
+from grader.visibility import TOP_OUTPUT, VISIBILITIES, VISIBLE, number, visible_score
 
 WINDOW = timedelta(hours=24)
 
@@ -105,6 +106,18 @@ def check_limit(now: datetime, earlier: list[Earlier], limit: int, keeps: str) -
     return LimitCheck(True, len(window), limit, kept, window[len(window) - limit].time + WINDOW)
 
 
+def _copied_test(test: dict) -> dict:
+    """An earlier result's test as Gradescope's schema has it: metadata is Gradescope's, but an earlier
+    grader (or a bug) may have left any shape there, and results.json must stay valid."""
+    copied = {"name": printable(test.get("name", "")), "score": number(test.get("score")),
+              "max_score": number(test.get("max_score")), "output": printable(test.get("output", ""))}
+    if test.get("visibility") in VISIBILITIES:
+        copied["visibility"] = test["visibility"]
+    if test.get("status") in ("passed", "failed"):
+        copied["status"] = test["status"]
+    return copied
+
+
 def over_limit_results(check: LimitCheck, keeps: str, base: dict, withheld_columns: Collection[str] = ()) -> dict:
     """results.json for a submission past the limit: nothing ran; the kept earlier result's tests and score
     stand, each test saying why. `base` gives the fields of a normal report (visibility, extra_data);
@@ -112,7 +125,7 @@ def over_limit_results(check: LimitCheck, keeps: str, base: dict, withheld_colum
     assert check.kept is not None and check.next_at is not None
     kept = check.kept
     tests_of = (kept.results or {}).get("tests")
-    earlier = [t for t in tests_of if isinstance(t, dict)] if isinstance(tests_of, list) else []
+    earlier = [_copied_test(t) for t in tests_of if isinstance(t, dict)] if isinstance(tests_of, list) else []
     default = str(base.get("visibility", VISIBLE))
     # The message goes where students look at once: it quotes only the points of tests they may see now.
     points, maximum, held = visible_score(earlier, default, TOP_OUTPUT)
@@ -123,7 +136,10 @@ def over_limit_results(check: LimitCheck, keeps: str, base: dict, withheld_colum
                f"Your next submission counts from {check.next_at.isoformat(timespec='minutes')}.")
     tests = [{**test, "output": f"{message}\n\nThe earlier result:\n{test.get('output', '')}"} for test in earlier]
     board = (kept.results or {}).get("leaderboard", [])
-    board = [e for e in board if isinstance(e, dict) and e.get("name") not in withheld_columns] if isinstance(board, list) else []
+    board = [{"name": printable(e["name"]), "value": number(e.get("value")),
+              "order": "asc" if e.get("order") == "asc" else "desc"}
+             for e in (board if isinstance(board, list) else [])
+             if isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"] not in withheld_columns]
     report = {**base, "tests": tests, "output": message, "execution_time": 1, "leaderboard": board}
     if not held:  # a total that holds hidden points is left to Gradescope, which adds up the tests itself
         report["score"] = kept.score

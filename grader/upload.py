@@ -21,6 +21,9 @@ from pathlib import Path
 
 from grader.text import printable
 
+# Bytes of a path inside the upload. The deepest copy adds a scratch folder's ~60 bytes, and every path the
+# kernel takes is at most 4096 (PATH_MAX): a longer one passes the other caps, then fails the copy.
+MAX_PATH_BYTES = 1024
 KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
          stat.S_IFBLK: "a block device", stat.S_IFLNK: "a symbolic link"}
 
@@ -71,7 +74,11 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
         folder, depth = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
-                where = printable(os.path.relpath(entry.path, root), name=True)
+                relative = os.path.relpath(entry.path, root)
+                where = printable(relative, name=True)
+                if len(os.fsencode(relative)) > MAX_PATH_BYTES:
+                    raise UploadError(f"{where[:80]}... is a path of {len(os.fsencode(relative))} bytes inside the "
+                                      f"submission; at most {MAX_PATH_BYTES} can be graded: shorten its names")
                 st = entry.stat(follow_symlinks=False)
                 count += 1
                 if count > limits.max_files:

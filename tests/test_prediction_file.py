@@ -69,6 +69,32 @@ def test_files_give_exactly_the_numbers_of_code_mode(tmp_path: Path) -> None:
     assert [v["IoU"] for v in q2_labels["per_class"].values()] == [v["IoU"] for v in q2_code["per_class"].values()]
 
 
+def test_the_courses_float_files_score_exactly_what_their_argmax_and_quantised_forms_score(tmp_path: Path) -> None:
+    """Q1 as the course's (N, 10) float scores, Q2 as float probabilities: the same numbers as the labels
+    of the argmax (taken in the file's own dtype, the first class winning a tie) and as floor(255 p)."""
+    data = make_reference(tmp_path / "data", n_q1=300, n_q2=2)
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(300, 10))
+    scores[:20] = 0.25  # ties: class 0 wins
+    scores[20:40, 7] = scores[20:40].max(1) + 1e-12  # a lead that float32 would round away
+    h, w = load_reference(data, "q2").labels.shape[1:]
+    probabilities = torch.softmax(torch.from_numpy(rng.normal(size=(2, 6, h, w)).astype(np.float32)), 1).numpy()
+    config = str(config_with(tmp_path, **FILE_MODE))
+    reports = []
+    for name, q1, q2 in [("floats", scores, probabilities),
+                         ("plain", scores.argmax(1), np.floor(probabilities * np.float32(255)).astype(np.uint8))]:
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / "Q1_label_predictions.npy", q1)
+        np.save(folder / "Q2_sseg_predictions.npy", q2)
+        rc, report = grade(folder, data, tmp_path / f"{name}.json", "--config", config)
+        assert rc == 0 and "error" not in report["extra_data"]["metrics"]["q1"], report["extra_data"]["metrics"]
+        reports.append(report)
+    assert reports[0]["extra_data"]["metrics"] == reports[1]["extra_data"]["metrics"]
+    assert [t["score"] for t in reports[0]["tests"]] == [t["score"] for t in reports[1]["tests"]]
+    assert scores[20:40].astype(np.float32).argmax(1).tolist() != scores[20:40].argmax(1).tolist()  # the test bites
+
+
 def _save_object_array(path: Path) -> None:
     np.save(path, np.array([{"label": 1}] * 20, dtype=object), allow_pickle=True)
 
@@ -78,10 +104,29 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-8])
 
 
+def _version_2_1(path: Path) -> None:
+    """A .npy whose header reads (format 2.x has a 4-byte length) but whose version NumPy's loader refuses."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array(f, np.zeros(20, np.int64), version=(2, 0))
+    data = bytearray(path.read_bytes())
+    data[7] = 1
+    path.write_bytes(bytes(data))
+
+
+def _nan_at_4(path: Path) -> None:
+    scores = np.zeros((20, 10), np.float32)
+    scores[4, 3] = np.nan
+    np.save(path, scores)
+
+
 BAD_Q1 = {
     "missing": (None, "No Q1_label_predictions.npy at the top of the submission"),
     "pickle": (_save_object_array, "holds Python objects (dtype object); the grader loads no pickles"),
-    "shape": (lambda p: np.save(p, np.zeros((20, 10), np.int64)), "has shape (20, 10); expected (20,) (integer labels)"),
+    "shape": (lambda p: np.save(p, np.zeros((20, 3), np.float32)),
+              "has shape (20, 3); expected (20,) (integer labels) or (20, 10) (float scores"),
+    "int_scores": (lambda p: np.save(p, np.zeros((20, 10), np.int64)), "scores must be floats"),
+    "nan": (_nan_at_4, "image 4 has a NaN or infinite score"),
+    "version_2_1": (_version_2_1, "format version 2.1, which NumPy does not write"),
     "floats": (lambda p: np.save(p, np.zeros(20, np.float32)), "labels must be integers, got dtype float32"),
     "truncated": (_truncated, "the file is cut short or has bytes after the array"),
     "range": (lambda p: np.save(p, np.arange(20)), "image 10 has a label outside 0..9"),
@@ -112,7 +157,13 @@ def test_q2_file_checks(tmp_path: Path) -> None:
     folder = tmp_path / "files"
     folder.mkdir()
     config = str(config_with(tmp_path, "q2", **FILE_MODE))
-    for array, message in [(np.zeros((2, 6, h, w), np.float32), "probabilities must be uint8 (floor(255 p)), got dtype float32"),
+    logits = np.zeros((2, 6, h, w), np.float32)
+    logits[1, 2, 5, 5] = 1.5
+    infinite = np.zeros((2, 6, h, w), np.float32)
+    infinite[1, 0, 0, 0] = np.inf
+    for array, message in [(logits, "image 1 has a probability outside [0, 1]; Q2 files hold probabilities"),
+                           (infinite, "image 1 has a NaN or infinite score"),
+                           (np.zeros((2, 6, h, w), np.int16), "scores must be floats (or, for Q2, uint8"),
                            (np.zeros((2, 5, h, w), np.uint8), f"expected (2, 6, {h}, {w}) (uint8 probabilities"),
                            (np.full((2, h, w), 6, np.uint8), "image 0 has a label outside 0..5")]:
         np.save(folder / "Q2_sseg_predictions.npy", array)
@@ -140,9 +191,15 @@ def test_submission_zip_checks_the_files_instead_of_running_code(tmp_path: Path,
     out = capsys.readouterr().out
     assert "Q1_label_predictions.npy: 7 images, labels, well-formed" in out
     assert "Q2_sseg_predictions.npy: 3 images, labels, well-formed" in out
+    np.save(folder / "Q1_label_predictions.npy", np.zeros((7, 10), np.float32))
+    assert package_main(["submission", str(folder), "--config", config, "--out", str(tmp_path / "u.zip")]) == 0
+    assert "Q1_label_predictions.npy: 7 images, float32 scores, well-formed" in capsys.readouterr().out
     np.save(folder / "Q1_label_predictions.npy", np.zeros(7, np.float64))
     assert package_main(["submission", str(folder), "--config", config, "--out", str(tmp_path / "t.zip")]) == 2
     assert "Q1: Q1_label_predictions.npy: labels must be integers, got dtype float64" in capsys.readouterr().err
+    _version_2_1(folder / "Q1_label_predictions.npy")  # refused with a message, not a traceback
+    assert package_main(["submission", str(folder), "--config", config, "--out", str(tmp_path / "v.zip")]) == 2
+    assert "format version 2.1, which NumPy does not write" in capsys.readouterr().err
 
 
 def test_kit_holds_the_images_and_no_labels(tmp_path: Path, capsys) -> None:
@@ -156,6 +213,6 @@ def test_kit_holds_the_images_and_no_labels(tmp_path: Path, capsys) -> None:
                             *(f"q2/images/{n}.jpg" for n in names)])
     assert np.array_equal(np.load(kit / "q1" / "images.npy"), np.load(data / "q1" / "images.npy"))
     readme = (kit / "README.md").read_text()
-    assert "`Q1_label_predictions.npy`: integer labels, shape (30,)" in readme and "(2, 6, " in readme
+    assert "float scores, shape (30, 10)" in readme and "integer labels, shape (30,)" in readme and "(2, 6, " in readme
     assert build_reference.main(args) == 2 and "exists" in capsys.readouterr().err
     assert json.dumps(files).count("labels") == 0
