@@ -37,7 +37,9 @@ def student_traceback(exc: BaseException, root: str) -> str:
 #  * objects that outlive a process or escape the memory count: SysV shared memory, message queues and
 #    semaphores, POSIX message queues, kernel keys; and perf_event_open, bpf and userfaultfd;
 #  * ptrace and cross-process memory access, queued signals, and signals aimed at the grader (its pid,
-#    threads and process group, or every process at once), so that student code cannot stop, trace or read it.
+#    threads and process group, or every process at once), so that student code cannot stop, trace or read it;
+#  * a signal owner for a file (F_SETOWN, F_SETSIG, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP), through which the
+#    kernel would signal the grader on the child's behalf (in the process layer it shares the grader's uid).
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {  # name: (x86_64, aarch64)
     "socket": (41, 198), "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "ptrace": (101, 117),
@@ -46,8 +48,11 @@ SYSCALLS = {  # name: (x86_64, aarch64)
     "rt_tgsigqueueinfo": (297, 240), "seccomp": (317, 277), "unshare": (272, 97), "setns": (308, 268),
     "clone": (56, 220), "clone3": (435, 435), "shmget": (29, 194), "msgget": (68, 186), "semget": (64, 190),
     "mq_open": (240, 180), "add_key": (248, 217), "request_key": (249, 218), "keyctl": (250, 219),
-    "perf_event_open": (298, 241), "bpf": (321, 280), "userfaultfd": (323, 282),
+    "perf_event_open": (298, 241), "bpf": (321, 280), "userfaultfd": (323, 282), "fcntl": (72, 25), "ioctl": (16, 29),
 }
+# Commands that make the kernel signal another process on this one's behalf when I/O is ready (SIGIO, or
+# any signal F_SETSIG names, SIGKILL included): refused, so no file of the child's can aim at the grader.
+SIGNAL_OWNER = {"fcntl": (8, 10, 15), "ioctl": (0x8901, 0x8902)}  # F_SETOWN, F_SETSIG, F_SETOWN_EX; FIOSETOWN, SIOCSPGRP
 REFUSED = ("tkill", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_send_signal", "io_uring_setup",
            "rt_sigqueueinfo", "rt_tgsigqueueinfo", "unshare", "setns", "shmget", "msgget", "semget", "mq_open",
            "add_key", "request_key", "keyctl", "perf_event_open", "bpf", "userfaultfd")
@@ -56,7 +61,7 @@ AF_UNIX = 1
 RET_ALLOW, RET_KILL_PROCESS = 0x7FFF0000, 0x80000000
 RET_EACCES, RET_EPERM, RET_ENOSYS = 0x00050000 | 13, 0x00050000 | 1, 0x00050000 | 38
 LD_W_ABS, JEQ_K, JGE_K, JSET_K, RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
-NR, ARCH, ARG0 = 0, 4, 16
+NR, ARCH, ARG0, ARG1 = 0, 4, 16, 24
 
 
 def seccomp_program(machine: str, grader_pid: int | None, grader_group: int = 0,
@@ -80,6 +85,11 @@ def seccomp_program(machine: str, grader_pid: int | None, grader_group: int = 0,
                  (RET_K, 0, 0, RET_ALLOW)]
     else:
         prog += [(JEQ_K, 0, 1, nr["socket"]), (RET_K, 0, 0, RET_EACCES)]
+    # fcntl(fd, cmd, ...), ioctl(fd, request, ...): no signal owner for a file
+    for name, commands in SIGNAL_OWNER.items():
+        prog += [(JEQ_K, 0, len(commands) + 3, nr[name]), (LD_W_ABS, 0, 0, ARG1)]
+        prog += [(JEQ_K, len(commands) - i, 0, command) for i, command in enumerate(commands)]
+        prog += [(RET_K, 0, 0, RET_ALLOW), (RET_K, 0, 0, RET_EPERM)]
     # kill(pid, sig), tgkill(tgid, tid, sig), pidfd_open(pid, flags): not at the grader
     if grader_pid is not None:
         grader_targets = sorted({grader_pid, *grader_threads, (-grader_pid) & 0xFFFFFFFF,

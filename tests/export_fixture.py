@@ -49,7 +49,7 @@ HOSTILE = {
     "reads_labels": """
 import glob, os
 found, own = [], os.path.dirname(os.getcwd())  # its own scratch folder (the working directory's parent)
-for pattern in ("{data}/q1/labels.npy", "{export}/*/predict.py", "{out}/*/results.json", "/tmp/grader-*/*"):
+for pattern in ("{data}/q1/labels.npy", "{export}/*/predict.py", "{out}/submissions/*/results.json", "/tmp/grader-*/*"):
     for path in glob.glob(pattern):
         if path.startswith(own + "/"):
             continue

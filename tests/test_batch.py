@@ -57,7 +57,7 @@ def test_each_score_equals_grading_alone(graded: dict) -> None:
     for name, row in rows.items():
         alone = graded["tmp"] / "alone" / name
         _, report = grade(graded["export"] / name, graded["data"], alone / "results.json", "--config", str(graded["config"]))
-        batch_report = json.loads((graded["out"] / name / "results.json").read_text())
+        batch_report = json.loads((graded["out"] / "submissions" / name / "results.json").read_text())
         assert [t["score"] for t in batch_report["tests"]] == [t["score"] for t in report["tests"]], name
         assert batch_report["extra_data"]["metrics"] == report["extra_data"]["metrics"], name
         assert float(row["total"]) == sum(t["score"] for t in report["tests"]), name
@@ -89,7 +89,7 @@ def test_hostile_submissions_got_nothing_and_left_nothing(graded: dict) -> None:
     outputs = {}
     for i in range(N):
         if kind_of(i) in HOSTILE:
-            report = json.loads((graded["out"] / f"submission_{1000 + i}" / "results.json").read_text())
+            report = json.loads((graded["out"] / "submissions" / f"submission_{1000 + i}" / "results.json").read_text())
             outputs[kind_of(i)] = report["tests"][0]["output"]
     assert "READ []" in outputs["reads_labels"], outputs["reads_labels"]
     assert "kill(-1) refused" in outputs["signals_everyone"]
@@ -118,11 +118,17 @@ def test_summary_and_pictures(graded: dict) -> None:
         assert (graded["out"] / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_reuses_and_a_config_change_regrades(graded: dict, capsys) -> None:
-    stamps = {p: p.read_text() for p in graded["out"].glob("*/grading.json")}
+def test_rerun_reuses_and_a_change_regrades(graded: dict, capsys) -> None:
+    stamps = {p: p.read_text() for p in graded["out"].glob("submissions/*/grading.json")}
+    assert len(stamps) == N
     assert batch.main(graded["argv"]) == 0
     assert f"{N} already graded with these settings, 0 to grade" in capsys.readouterr().err
-    assert {p: p.read_text() for p in graded["out"].glob("*/grading.json")} == stamps
+    assert {p: p.read_text() for p in graded["out"].glob("submissions/*/grading.json")} == stamps
+    # A submission replaced since (the same name, other files) is regraded, and only it.
+    changed_submission = graded["export"] / "submission_1004" / "predict.py"
+    changed_submission.write_text(changed_submission.read_text() + "\n# edited after the first batch\n")
+    assert batch.main(graded["argv"]) == 0
+    assert f"{N - 1} already graded with these settings, 1 to grade" in capsys.readouterr().err
     config = load_config(graded["config"])
     key = batch.grading_key(config, graded["data"], [])
     changed = graded["tmp"] / "changed.toml"
@@ -149,17 +155,19 @@ def test_plain_folder_of_zips(tmp_path: Path) -> None:
     with zipfile.ZipFile(folder / "mallory.zip", "w") as z:
         z.writestr("../../escaped.py", "print('out')\n")
     shutil.copytree(good, folder / "bob")
+    shutil.copy(folder / "alice.zip", folder / "scores.csv.zip")  # named like a report of the batch
     out = tmp_path / "out"
     rc = batch.main([str(folder), "--data", str(data), "--out", str(out), "--config",
                      str(config_with(tmp_path, "q1")), "--device", "cpu"])
     assert rc == 0
     rows = _rows(out)
-    assert sorted(rows) == ["alice", "bob", "mallory"]
-    assert rows["alice"]["q1_accuracy"] == rows["bob"]["q1_accuracy"] != ""
+    assert sorted(rows) == ["alice", "bob", "mallory", "scores.csv"]
+    assert rows["alice"]["q1_accuracy"] == rows["bob"]["q1_accuracy"] == rows["scores.csv"]["q1_accuracy"] != ""
     assert rows["mallory"]["error"] == "batch"
-    assert "a link or a path outside the submission" in json.loads((out / "mallory" / "results.json").read_text())["output"]
+    graded = out / "submissions"
+    assert "a link or a path outside the submission" in json.loads((graded / "mallory" / "results.json").read_text())["output"]
     assert not (tmp_path / "escaped.py").exists() and not (out / "escaped.py").exists()
-    assert not (out / ".unpacked" / "alice").exists()
+    assert not (graded / ".unpacked" / "alice").exists()
 
 
 def test_unpack_refuses_what_exceeds_the_upload_caps(tmp_path: Path) -> None:
@@ -233,9 +241,22 @@ def test_copies_are_flagged(tmp_path: Path) -> None:
     assert "1 file(s) identical across submissions, 3 pair(s)" in (out / "summary.md").read_text()
 
 
+def test_the_local_dask_cluster_listens_on_no_port() -> None:
+    """A scheduler on loopback TCP would run anyone's tasks as root: the local one is in-process only."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from grader.batch.runs import local_cluster
+
+    cluster = local_cluster(1, gpu=False)
+    try:
+        assert cluster.scheduler_address.startswith("inproc://"), cluster.scheduler_address
+        assert all(w.address.startswith("inproc://") for w in cluster.workers.values())
+    finally:
+        cluster.close()
+
+
 def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) -> None:
-    """The same class on a Dask cluster started by the batch (two worker processes, one task per
-    submission): every score, metric and error kind equal to the threaded batch's."""
+    """The same class on a Dask cluster started by the batch (two workers, one task per submission): every
+    score, metric and error kind equal to the threaded batch's."""
     pytest.importorskip("distributed", reason="the dask extra is not installed")
     out = graded["tmp"] / "out_dask"
     argv = [a if a != str(graded["out"]) else str(out) for a in graded["argv"]]

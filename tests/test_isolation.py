@@ -209,6 +209,35 @@ def predict_q1(images):
         assert "signals ['refused', 'refused', 'refused', 'refused']" in by_question(report)["Q1"]["output"]
 
 
+def test_no_file_can_make_the_kernel_signal_the_grader(tmp_path: Path, layer: str) -> None:
+    """F_SETOWN + O_ASYNC on a pipe made the kernel send SIGIO (or, with F_SETSIG, any signal) to the grader,
+    which died in the process layer: the filter refuses every way to name a signal owner, in every layer."""
+    grader = os.getpid()
+    code = f"""
+import ctypes, fcntl, os, struct
+r, w = os.pipe()
+results = []
+for name, call in [("F_SETOWN", lambda: fcntl.fcntl(r, fcntl.F_SETOWN, {grader})),
+                   ("F_SETSIG", lambda: fcntl.fcntl(r, 10, 9)),
+                   ("F_SETOWN_EX", lambda: fcntl.fcntl(r, 15, struct.pack("ii", 1, {grader}))),
+                   ("FIOSETOWN", lambda: fcntl.ioctl(r, 0x8901, struct.pack("i", {grader})))]:
+    try:
+        call()
+        results.append(name + " allowed")
+    except OSError as exc:
+        results.append(name + " refused " + str(exc.errno))
+fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC)  # without an owner, no one is signalled
+os.write(w, b"x")
+print("owners", results)
+def predict_q1(images):
+    return scores(images)
+"""
+    rc, report = grade_q1(tmp_path, code, layer)
+    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
+    assert "owners ['F_SETOWN refused 1', 'F_SETSIG refused 1', 'F_SETOWN_EX refused 1', 'FIOSETOWN refused 1']" \
+        in by_question(report)["Q1"]["output"]
+
+
 # --- Processes: nothing outlives its question --------------------------------------------------------
 
 

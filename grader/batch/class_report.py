@@ -131,8 +131,10 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     return [folder / "scores.png", folder / "metrics.png"]
 
 
-def check_duplicates(args: argparse.Namespace, config: GraderConfig, outcomes: list[Outcome], out: Path) -> str:
-    """duplicates.md and duplicates.png; returns the summary's line about them."""
+def check_duplicates(args: argparse.Namespace, config: GraderConfig, outcomes: list[Outcome], out: Path,
+                     graded: Path) -> str:
+    """duplicates.md and duplicates.png in `out`, from the predictions kept under `graded`/<submission>/;
+    returns the summary's line about them."""
     from grader.reference import ReferenceDataError, load_reference
 
     files = duplicates.identical_files({o.entry.name: o.files for o in outcomes})
@@ -141,7 +143,7 @@ def check_duplicates(args: argparse.Namespace, config: GraderConfig, outcomes: l
         predictions = {}
         for o in outcomes:
             try:
-                with np.load(out / o.entry.name / "predictions.npz", allow_pickle=False) as saved:
+                with np.load(graded / o.entry.name / "predictions.npz", allow_pickle=False) as saved:
                     if q in saved.files:
                         predictions[o.entry.name] = saved[q]
             except (OSError, ValueError):

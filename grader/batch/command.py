@@ -35,6 +35,7 @@ from grader.text import markdown_code, printable
 GRADER_MARGIN = 120  # seconds a grader process may take beyond the assignment's time budget before it is killed
 GRADER_MIB = 300  # memory a grader process needs besides its student's (the torch-free grader: ~150 MiB)
 EXIT_CONFIG = 2
+SUBMISSIONS = "submissions"  # OUT/submissions/<submission>/: results.json, grader.log, grading.json, predictions
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -107,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(args.config.resolve(), args.data.resolve(), options,
                         grading_key(config, args.data.resolve(), list(options)), config.time_budget + GRADER_MARGIN,
                         MAX_JOBS if args.dask else args.jobs)
-    batch = Batch(settings, out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Each submission's files go under OUT/submissions/, apart from the class report: a submission named like
+    # a report (scores.csv.zip) can never take its place.
+    batch = Batch(settings, out / SUBMISSIONS)
+    batch.out.mkdir(parents=True, exist_ok=True)
     outcomes: dict[str, Outcome] = {}
     todo = []
     for entry in entries:
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if kept:
         notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {markdown_code(kept[0])}.")
     ordered = [outcomes[e.name] for e in entries]
-    notes.append(check_duplicates(args, config, ordered, out))
+    notes.append(check_duplicates(args, config, ordered, out, batch.out))
     write_csv(config, ordered, out / "scores.csv")
     summary = summary_text(config, ordered, notes)
     (out / "summary.md").write_text(summary)

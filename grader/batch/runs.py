@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from grader import __version__, duplicates
-from grader.batch.submissions import BatchError, Entry, unpack
+from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
 from grader.sandbox import DEFAULT_USER, open_lock
@@ -96,6 +96,8 @@ class Batch:
         report = read_report(folder / "results.json")
         if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.settings.key:
             return None
+        if stamp.get("submission") != submission_digest(entry.source):  # replaced since: regrade
+            return None
         return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
                        files=[tuple(f) for f in stamp.get("files", [])])
 
@@ -104,7 +106,7 @@ class Batch:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         results, problem, started = folder / "results.json", "", time.monotonic()
-        submission = entry.source
+        submission, digest = entry.source, submission_digest(entry.source)
         unpacked = self.out / ".unpacked" / entry.name
         files: list = []
         try:
@@ -135,8 +137,8 @@ class Batch:
             report = fallback_results(f"Not graded: {problem}", self.config)
             results.write_text(json.dumps(report, indent=2))
         seconds = time.monotonic() - started
-        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "seconds": seconds, "problem": problem,
-                                                         "user": user, "files": files}, indent=2))
+        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "submission": digest, "seconds": seconds,
+                                                         "problem": problem, "user": user, "files": files}, indent=2))
         return Outcome(entry, report, seconds, problem=problem, files=files)
 
 
@@ -186,14 +188,24 @@ def on_threads(jobs: int, batch: Batch, todo: list[Entry]) -> Iterator[Outcome]:
             yield future.result()
 
 
+def local_cluster(jobs: int, gpu: bool):
+    """`--dask local`: `jobs` workers as threads of this process, talking over Dask's in-process transport.
+    Nothing listens on a network port, so no other user of the machine can reach a scheduler that runs
+    tasks as root (a TCP one on loopback would take anyone's). The grading itself happens in the grader
+    processes each task starts, so threads lose nothing."""
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=jobs, threads_per_worker=1, processes=False, dashboard_address=None,
+                        resources={"GPU": 1} if gpu else None)
+
+
 def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry],
             config: GraderConfig) -> Iterator[Outcome]:
     """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers).
     On CUDA each task asks for one unit of the workers' GPU resource (start them with --resources GPU=1)."""
-    from distributed import Client, LocalCluster, as_completed as dask_completed
+    from distributed import Client, as_completed as dask_completed
 
-    cluster = LocalCluster(n_workers=args.jobs, threads_per_worker=1, processes=True, dashboard_address=None,
-                           resources={"GPU": 1} if args.device == "cuda" else None) if args.dask == "local" else None
+    cluster = local_cluster(args.jobs, args.device == "cuda") if args.dask == "local" else None
     with Client(cluster if cluster is not None else args.dask) as client:
         resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
         futures = {client.submit(grade_remote, settings, e, key=f"grade-{e.name}-{settings.key[:12]}", pure=False,

@@ -2,6 +2,8 @@
 a zipped one as Gradescope would, refusing links, paths outside it and anything over the upload caps."""
 from __future__ import annotations
 
+import hashlib
+import os
 import stat
 import zipfile
 from dataclasses import dataclass, field
@@ -77,3 +79,34 @@ def unpack(archive: Path, destination: Path, limits: UploadLimits) -> None:
             if len(parts) > limits.max_depth:
                 raise ValueError(f"{printable(m.filename, name=True)}: folders nested deeper than {limits.max_depth}")
             z.extract(m, destination)
+
+
+def submission_digest(source: Path) -> str:
+    """sha256 of a submission as it would be graded: a zip's bytes, or every entry of a folder (its relative
+    path, its kind, and a regular file's bytes). Only regular files are opened: a device node's open can act
+    on the device, and a FIFO's would block. Part of a stored result's key: a replaced submission is regraded."""
+    digest = hashlib.sha256()
+
+    def add(path: Path, relative: str) -> None:
+        try:
+            st = path.lstat()
+        except OSError:
+            digest.update(f"missing\0{relative}\0".encode("utf-8", "surrogateescape"))
+            return
+        digest.update(f"{stat.S_IFMT(st.st_mode)}\0{relative}\0{st.st_size}\0".encode("utf-8", "surrogateescape"))
+        if stat.S_ISREG(st.st_mode):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:
+                return
+            with os.fdopen(fd, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+
+    add(source, ".")
+    if source.is_dir() and not source.is_symlink():
+        for top, dirs, files in os.walk(source):
+            dirs.sort()
+            for name in [*dirs, *sorted(files)]:
+                add(Path(top) / name, os.path.relpath(Path(top) / name, source))
+    return digest.hexdigest()
