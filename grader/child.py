@@ -40,6 +40,7 @@ def student_traceback(exc: BaseException, root: str) -> str:
 #    threads and process group, or every process at once), so that student code cannot stop, trace or read it;
 #  * a signal owner for a file (F_SETOWN, F_SETSIG, F_SETOWN_EX, FIOSETOWN, SIOCSPGRP), through which the
 #    kernel would signal the grader on the child's behalf (in the process layer it shares the grader's uid).
+MAX_FILES = 1024  # open files per process (the usual soft limit), now hard: it bounds pipes and sockets held
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {  # name: (x86_64, aarch64)
     "socket": (41, 198), "kill": (62, 129), "tkill": (200, 130), "tgkill": (234, 131), "ptrace": (101, 117),
@@ -187,6 +188,8 @@ def main(options: dict) -> int:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     if options["max_processes"]:  # counts every process and thread of the user: only for the student user
         resource.setrlimit(resource.RLIMIT_NPROC, (options["max_processes"], options["max_processes"]))
+    # Hard limits: lowered here, before any student code, they can never be raised again (that needs root).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_FILES, MAX_FILES))
     confinement = install_seccomp(options["grader_pid"], options["unix_sockets"])
     import numpy as np
     import torch

@@ -230,10 +230,10 @@ def test_copies_are_flagged(tmp_path: Path) -> None:
                        str(config_with(tmp_path, "q1")), "--device", "cpu"]) == 0
     text = (out / "duplicates.md").read_text()
     identical = text.split("## Identical files")[1].split("##")[0]
-    assert "copier (unknown): w1.npy" in identical and "student_0 (unknown): w1.npy" in identical
+    assert "` copier ` (` unknown `): ` w1.npy `" in identical and "` student_0 ` (` unknown `): ` w1.npy `" in identical
     assert "tweaker" not in identical and "student_1" not in identical
     flagged = text.split("## Predictions that share their mistakes")[1].split("## All pairs")[0]
-    pairs = {tuple(sorted(line.split(": ")[1].replace(" (unknown)", "").split(" and "))) for line in flagged.splitlines()
+    pairs = {tuple(sorted(re.findall(r"` (\S+) ` \(` unknown `\)", line))) for line in flagged.splitlines()
              if line.startswith("- Q1")}
     assert pairs == {("copier", "student_0"), ("student_0", "tweaker"), ("copier", "tweaker")}, flagged
     assert "Q1: 10 pairs" in text
@@ -268,3 +268,57 @@ def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) 
     assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
     for user in batch.student_users(2):
         assert user_processes(ensure_user(user)[0]) == []
+
+
+HEAVY_Q1 = """
+import torch
+torch.manual_seed(0)
+M = torch.randn(784, 784) / 28
+W = torch.randn(784, 10)
+def predict_q1(images):
+    x = images.flatten(1)
+    for _ in range(800):  # a few seconds of CPU time alone
+        x = torch.tanh(x @ M)
+    return x @ W
+"""
+CPU_HOG = """
+import os
+for _ in range(24):  # busy loops, each in a session of its own (which escapes the scheduler's autogroups)
+    if os.fork() == 0:
+        os.setsid()
+        while True:
+            pass
+import time
+def predict_q1(images):
+    time.sleep(600)
+"""
+
+
+def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path: Path) -> None:
+    """Time limits are wall-clock: with --jobs 2 each question has a CPU scheduling group of its own, so a
+    neighbour that forks busy loops cannot push an honest run past its limit."""
+    reason = unavailable("namespace")
+    if reason:
+        pytest.skip(reason)
+    from grader.sandbox.cgroup import cgroup_parent
+
+    if isinstance(where := cgroup_parent("cpu"), str):
+        pytest.skip(f"no CPU scheduling groups here: {where}")
+    os.chmod(tmp_path, 0o755)
+    data = make_reference(tmp_path / "data", n_q1=200)
+    folder = tmp_path / "class"
+    for name, code in (("honest", HEAVY_Q1), ("hog", CPU_HOG)):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "predict.py").write_text(code)
+    config = config_with(tmp_path, "q1", **{"time_limit = 240": "time_limit = 25"})
+    out = tmp_path / "out"
+    assert batch.main([str(folder), "--data", str(data), "--out", str(out), "--config", str(config), "--jobs", "2",
+                       "--device", "cpu"]) == 0
+    rows = _rows(out)
+    assert rows["hog"]["q1_error"] == "timeout"
+    _, alone = grade(folder / "honest", data, tmp_path / "alone.json", "--config", str(config))
+    assert "error" not in alone["extra_data"]["metrics"]["q1"], alone["extra_data"]["metrics"]
+    assert rows["honest"]["q1_error"] == "" and float(rows["honest"]["total"]) == alone["tests"][0]["score"]
+    assert rows["honest"]["q1_accuracy"] == f"{alone['extra_data']['metrics']['q1']['accuracy']:.4f}"
+    log = (out / "submissions" / "honest" / "results.json").read_text()
+    assert "a CPU scheduling group (cgroup) per question" in log

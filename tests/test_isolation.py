@@ -559,6 +559,10 @@ MEMORY_HOGS = {
                     "    try:\n        for _ in range(70):\n            f.write(b'x' * 10 * 2**20)\n"
                     "    except OSError:\n        pass",
     "memfd": "fd = os.memfd_create('hog')\n    for _ in range(70):\n        os.write(fd, b'x' * 10 * 2**20)",
+    # 350 GiB mapped read-only, one byte read every 2 MiB: each read maps the shared zero page (no resident
+    # memory) but costs a page of page tables, 700 MiB of them in all.
+    "page_tables": "import mmap\n    m = mmap.mmap(-1, 350 << 30, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000, "
+                   "prot=mmap.PROT_READ)\n    sum(m[i] for i in range(0, len(m), 2 << 20))",
 }
 
 
@@ -577,6 +581,49 @@ def predict_q1(images):
     assert error(report).startswith("Memory limit exceeded"), error(report)
     assert by_question(report)["Q1"]["score"] == 0
     assert not list(Path("/dev/shm").glob("hog-*"))
+
+
+def test_open_files_are_capped_for_good(tmp_path: Path, layer: str) -> None:
+    """RLIMIT_NOFILE is hard before any student code: it cannot be raised, so pipes (and their buffers) are
+    bounded per process, and each one held open counts towards the memory limit."""
+    code = """
+import os, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard * 2, hard * 2))
+    raised = "raised"
+except (ValueError, OSError):
+    raised = "refused"
+pipes = []
+try:
+    while True:
+        pipes.append(os.pipe())
+except OSError:
+    pass
+print("files", soft, hard, raised, len(pipes))
+def predict_q1(images):
+    return scores(images)
+"""
+    _, report = grade_q1(tmp_path, code, layer)
+    output = by_question(report)["Q1"]["output"]
+    line = next(line for line in output.splitlines() if line.startswith("files"))
+    _, soft, hard, raised, pipes = line.split()
+    assert (soft, hard, raised) == ("1024", "1024", "refused") and 500 <= int(pipes) < 512, line
+    assert report["extra_data"]["metrics"]["q1"]["n"] == 20
+
+
+def test_pipes_held_open_count_as_memory() -> None:
+    from grader.sandbox.memory import PIPE_BYTES, descriptor_bytes
+
+    code = "import os, sys\npipes = [os.pipe() for _ in range(100)]\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        counted = descriptor_bytes([proc.pid, proc.pid], time.monotonic() + 10)  # each pipe once
+        assert 100 * PIPE_BYTES <= counted <= 102 * PIPE_BYTES  # and its stdin and stdout
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- The upload: checked before it is copied ---------------------------------------------------------

@@ -65,7 +65,7 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
     for inside, outer in ((args.out, args.submissions), (args.out, args.data), (args.data, args.out)):
         if inside.resolve() == outer.resolve() or outer.resolve() in inside.resolve().parents:
             raise BatchError(f"{inside} must not lie inside {outer}")
-    args.memory_option, notes = [], []
+    args.memory_option, args.fairness, notes = [], [], []
     if args.jobs > 1 or args.dask:
         if args.isolation in ("user", "process"):
             raise BatchError(f"--jobs {args.jobs}{' --dask' if args.dask else ''} with --isolation {args.isolation}: "
@@ -73,10 +73,12 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
                              "(bubblewrap), or --jobs 1")
         args.isolation = "namespace"
         try:
-            prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1]).close()
+            prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=True).close()
         except SandboxError as exc:
-            raise BatchError(f"concurrent runs need the namespace layer, and it could not be had: {exc}. "
-                             "Grade with --jobs 1 (and no --dask)") from None
+            raise BatchError(f"concurrent runs need the namespace layer and a CPU scheduling group per question "
+                             f"(time limits are wall-clock: a neighbour must not take a run's CPU), and they could not "
+                             f"be had: {exc}. Grade with --jobs 1 (and no --dask)") from None
+        args.fairness = ["--require-cpu-share"]
         left = memory_left_mib() if args.dask in (None, "local") else None  # a remote worker's is its own
         if left is not None:
             share = left // args.jobs - GRADER_MIB
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     out = args.out.resolve()
     options = (f"--device={args.device}", f"--isolation={args.isolation}", f"--memory-accounting={args.memory_accounting}",
-               *args.memory_option)
+               *args.memory_option, *args.fairness)
     settings = Settings(args.config.resolve(), args.data.resolve(), options,
                         grading_key(config, args.data.resolve(), list(options)), config.time_budget + GRADER_MARGIN,
                         MAX_JOBS if args.dask else args.jobs)

@@ -51,17 +51,17 @@ def read_key(path: Path, key: str) -> int:
     return 0
 
 
-def _memory_hierarchies() -> list[tuple[Path, Path | None, int]]:
-    """(mount point, this process's folder below it or None, version) of each hierarchy with the memory
-    controller, v2 first: the one walk of the mounts that making a cgroup and reading a limit share."""
+def _hierarchies(controller: str) -> list[tuple[Path, Path | None, int]]:
+    """(mount point, this process's folder below it or None, version) of each hierarchy that may hold
+    `controller`, v2 first: the one walk of the mounts that making a cgroup and reading a limit share."""
     mounts, found = _mounts(), []
     for point, fstype, _ in mounts:
         if fstype == "cgroup2":
             own = _own_path("")
             found.append((Path(point), None if own is None else Path(point) / own.lstrip("/"), 2))
     for point, fstype, options in mounts:
-        if fstype == "cgroup" and "memory" in options.split(","):
-            own = _own_path("memory")
+        if fstype == "cgroup" and controller in options.split(","):
+            own = _own_path(controller)
             found.append((Path(point), None if own is None else Path(point) / own.lstrip("/"), 1))
     return found
 
@@ -72,7 +72,7 @@ def enclosing_limit() -> int | None:
     Inside a container the cgroup file system shows the container's own cgroup at its mount point; on a
     plain machine the process's own path below it. Either way every limit on the path counts."""
     limits = []
-    for point, folder, version in _memory_hierarchies():
+    for point, folder, version in _hierarchies("memory"):
         name = "memory.max" if version == 2 else "memory.limit_in_bytes"
         folders = [folder, *folder.parents] if folder is not None and folder.is_dir() else [point]
         for f in folders:
@@ -97,8 +97,33 @@ def memory_left_mib(reserve: int = MARGIN) -> int | None:
     return max(limit - resident_bytes("self") - reserve, 0) // 2**20
 
 
-class MemoryCgroup:
-    """One question's memory cgroup (v2, or v1's memory controller)."""
+# What shows that a writable hierarchy of version 1 holds a controller.
+V1_MARKER = {"memory": "memory.limit_in_bytes", "cpu": "cpu.shares"}
+
+
+def cgroup_parent(controller: str) -> tuple[Path, int] | str:
+    """Where a question's cgroup with `controller` can be made (the grader's own cgroup in that hierarchy,
+    and its version), or why none can."""
+    if os.geteuid() != 0:
+        return f"{controller} cgroups need root"
+    for _, base, version in _hierarchies(controller):
+        if base is None:
+            continue
+        try:
+            if version == 2:
+                if controller in (base / "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
+                    return base, 2
+            elif (base / V1_MARKER[controller]).exists() and os.access(base, os.W_OK):
+                return base, 1
+        except OSError:
+            pass
+    return f"no writable {controller} cgroup (cgroup file system read-only or {controller} controller not delegated)"
+
+
+class QuestionCgroup:
+    """One cgroup directory made for a question, in one hierarchy: its member list is exact (a process
+    cannot leave: moving needs write access to a cgroup.procs that root owns), and killing all of it is
+    one step in v2."""
 
     def __init__(self, path: Path, version: int):
         self.path, self.version = path, version
@@ -108,59 +133,22 @@ class MemoryCgroup:
         return self.path / "cgroup.procs"
 
     @classmethod
-    def parent(cls) -> tuple[Path, int] | str:
-        """Where a question's cgroup can be made, or why none can."""
-        if os.geteuid() != 0:
-            return "memory cgroups need root"
-        for _, base, version in _memory_hierarchies():
-            if base is None:
-                continue
-            try:
-                if version == 2:
-                    if "memory" in (base / "cgroup.subtree_control").read_text().split() and os.access(base, os.W_OK):
-                        return base, 2
-                elif (base / "memory.limit_in_bytes").exists() and os.access(base, os.W_OK):
-                    return base, 1
-            except OSError:
-                pass
-        return "no writable memory cgroup (cgroup file system read-only or memory controller not delegated)"
-
-    @classmethod
-    def create(cls, limit_bytes: int) -> "MemoryCgroup":
-        """Make a cgroup limited to `limit_bytes` + MARGIN, without swap. Raises OSError where it cannot."""
-        where = cls.parent()
-        if isinstance(where, str):
-            raise OSError(where)
-        base, version = where
+    def make(cls, base: Path, version: int, settings: dict[str, str], optional: dict[str, str]) -> "QuestionCgroup":
+        """A new cgroup below `base` with `settings` written, and `optional` where the kernel has the file.
+        Raises OSError."""
         path = base / f"mp-grader-{secrets.token_hex(6)}"
         path.mkdir(mode=0o755)
         group = cls(path, version)
         try:
-            if version == 2:
-                (path / "memory.max").write_text(str(limit_bytes + MARGIN))
-                if (path / "memory.swap.max").exists():
-                    (path / "memory.swap.max").write_text("0")
-            else:
-                (path / "memory.limit_in_bytes").write_text(str(limit_bytes + MARGIN))
-                (path / "memory.swappiness").write_text("0")
+            for name, value in settings.items():
+                (path / name).write_text(value)
+            for name, value in optional.items():
+                if (path / name).exists():
+                    (path / name).write_text(value)
         except OSError:
             group.remove()
             raise
         return group
-
-    def usage(self) -> int:
-        """Anonymous plus shared (tmpfs, shm, memfd) memory charged to the cgroup, in bytes. Page cache of
-        files read (the libraries) is left out: the kernel reclaims it under the limit."""
-        stat = self.path / "memory.stat"
-        if self.version == 2:
-            return read_key(stat, "anon") + read_key(stat, "shmem")
-        return read_key(stat, "total_rss") + read_key(stat, "total_shmem")
-
-    def oom_kills(self) -> int:
-        """How many processes the kernel killed at the hard limit."""
-        if self.version == 2:
-            return read_key(self.path / "memory.events", "oom_kill")
-        return read_key(self.path / "memory.oom_control", "oom_kill")
 
     def pids(self) -> list[int]:
         try:
@@ -192,3 +180,62 @@ class MemoryCgroup:
                 if time.monotonic() > deadline:
                     return False
                 time.sleep(0.02)
+
+
+class CpuCgroup(QuestionCgroup):
+    """One question's CPU scheduling group (v1's cpu controller, or v2's): the kernel's fair scheduler then
+    shares the CPU between groups before it shares it between processes, so however many processes (or
+    sessions, which escape autogroups) a student starts, a neighbouring question gets its share. The default
+    weight, the same for every question. In v2 the memory cgroup, when there is one, is this group too."""
+
+    @classmethod
+    def create(cls) -> "CpuCgroup":
+        where = cgroup_parent("cpu")
+        if isinstance(where, str):
+            raise OSError(where)
+        group = cls.make(*where, {}, {})
+        return cls(group.path, group.version)
+
+
+class MemoryCgroup(QuestionCgroup):
+    """One question's memory cgroup (v2, or v1's memory controller)."""
+
+    @classmethod
+    def parent(cls) -> tuple[Path, int] | str:
+        """Where a question's cgroup can be made, or why none can."""
+        return cgroup_parent("memory")
+
+    @classmethod
+    def create(cls, limit_bytes: int) -> "MemoryCgroup":
+        """Make a cgroup limited to `limit_bytes` + MARGIN, without swap. Raises OSError where it cannot."""
+        where = cls.parent()
+        if isinstance(where, str):
+            raise OSError(where)
+        limit = str(limit_bytes + MARGIN)
+        if where[1] == 2:
+            group = cls.make(*where, {"memory.max": limit}, {"memory.swap.max": "0"})
+        else:
+            group = cls.make(*where, {"memory.limit_in_bytes": limit, "memory.swappiness": "0"}, {})
+        return cls(group.path, group.version)
+
+    def usage(self) -> int:
+        """Anonymous plus shared (tmpfs, shm, memfd) memory charged to the cgroup, and the kernel memory
+        charged to it (page tables, pipe buffers, socket buffers, slab), in bytes. Page cache of files read
+        (the libraries) is left out: the kernel reclaims it under the limit."""
+        stat = self.path / "memory.stat"
+        if self.version == 2:
+            kernel = read_key(stat, "kernel") or sum(read_key(stat, k) for k in ("kernel_stack", "pagetables", "sock", "slab"))
+            return read_key(stat, "anon") + read_key(stat, "shmem") + kernel
+        return read_key(stat, "total_rss") + read_key(stat, "total_shmem") + self._kernel_v1()
+
+    def _kernel_v1(self) -> int:
+        try:
+            return int((self.path / "memory.kmem.usage_in_bytes").read_text())
+        except (OSError, ValueError):  # a kernel without v1 kernel-memory accounting
+            return 0
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed at the hard limit."""
+        if self.version == 2:
+            return read_key(self.path / "memory.events", "oom_kill")
+        return read_key(self.path / "memory.oom_control", "oom_kill")

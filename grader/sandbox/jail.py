@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.sandbox.cgroup import MemoryCgroup
+from grader.sandbox.cgroup import CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent
 from grader.sandbox.cleanup import remove_sysv_ipc
 from grader.sandbox.errors import ContainmentError
-from grader.sandbox.memory import memfd_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
+from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
 from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, reap_orphans,
                                    session_processes, user_processes)
 from grader.sandbox.users import KILL_SECONDS, launch_argv
@@ -48,6 +48,14 @@ class Jail:
     def __init__(self, sandbox: Sandbox, question: str, memory_limit: int):
         self.sandbox, self.memory_limit = sandbox, memory_limit
         self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None
+        # In cgroup v2 a process is in one cgroup: a v2 memory cgroup whose parent delegates cpu is the CPU group too.
+        shared = self.cgroup is not None and cgroup_parent("cpu") == (self.cgroup.path.parent, 2)
+        try:
+            self.cpu = CpuCgroup.create() if sandbox.cpu_share and not shared else None
+        except OSError:
+            if self.cgroup is not None:
+                self.cgroup.remove()
+            raise
         self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
         os.chmod(self.scratch, 0o755)
         self.submission, self.home = self.scratch / "submission", self.scratch / "home"
@@ -61,6 +69,11 @@ class Jail:
         self._leftovers = 0
         self._tmpfs = tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
         self._baseline = shared_tmpfs_used(self._tmpfs)
+
+    @property
+    def groups(self) -> list[QuestionCgroup]:
+        """The question's cgroups, one per hierarchy (memory, cpu), whichever could be made."""
+        return [g for g in (self.cgroup, self.cpu) if g is not None]
 
     def env(self) -> dict[str, str]:
         tmp = "/tmp" if self.sandbox.bwrap else str(self.home)
@@ -84,9 +97,9 @@ class Jail:
                      "--bind", str(self.submission), str(self.submission), "--bind", str(self.home), str(self.home),
                      "--remount-ro", "/", "--chdir", str(self.submission), "--info-fd", str(info_write), "--"]
             program, pass_fds = args + program, (*pass_fds, info_write)
-        if self.sandbox.drops_user or self.cgroup:
+        if self.sandbox.drops_user or self.groups:
             options = {"uid": self.sandbox.uid, "gid": self.sandbox.gid,
-                       "cgroup_procs": str(self.cgroup.procs_file) if self.cgroup else None}
+                       "cgroup_procs": [str(g.procs_file) for g in self.groups]}
             program = launch_argv(options, program)
         try:
             self.proc = subprocess.Popen(program, cwd=self.submission, env=env, stdin=subprocess.DEVNULL,
@@ -129,8 +142,8 @@ class Jail:
     def members(self) -> list[int]:
         """Every live process of the jail that the grader can find, the child and bubblewrap included."""
         found: set[int] = set()
-        if self.cgroup:
-            found.update(self.cgroup.pids())
+        for group in self.groups:
+            found.update(group.pids())
         if self.sandbox.uid is not None:
             found.update(user_processes(self.sandbox.uid))
         if self.namespace:
@@ -163,7 +176,7 @@ class Jail:
         if self.cgroup:
             return self.cgroup.usage()
         pids = self.members()
-        used = memory_bytes(pids, self.memory_limit, deadline) + memfd_bytes(pids, deadline)
+        used = memory_bytes(pids, self.memory_limit, deadline) + descriptor_bytes(pids, deadline)
         if self.init_pid:  # the private /tmp and /dev/shm
             used += sum(used_bytes(f"/proc/{self.init_pid}/root{m}") for m in ("/tmp", "/dev/shm"))
         now = shared_tmpfs_used(self._tmpfs)
@@ -173,8 +186,8 @@ class Jail:
         return bool(self.cgroup and self.cgroup.oom_kills())
 
     def _kill_round(self) -> None:
-        if self.cgroup:
-            self.cgroup.kill()
+        for group in self.groups:
+            group.kill()
         if self.init_pid:
             try:  # the namespace's init: its death takes every process of the namespace with it
                 os.kill(self.init_pid, signal.SIGKILL)
@@ -215,8 +228,9 @@ class Jail:
             self.sandbox.breach = (f"{len(alive)} process(es) of the student survived every attempt to kill them "
                                    f"({described}); grading stopped, nothing was restored. Staff must look.")
             raise ContainmentError(self.sandbox.breach)
-        if self.cgroup and not self.cgroup.remove():
-            result.note = f"could not remove the memory cgroup {self.cgroup.path}"
+        stuck = [str(g.path) for g in self.groups if not g.remove()]
+        if stuck:
+            result.note = f"could not remove the cgroup(s) {', '.join(stuck)}"
         if self.sandbox.uid is not None:
             if not self.sandbox.bwrap:
                 folders, complete = self.sandbox.shared_folders()

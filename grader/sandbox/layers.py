@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.sandbox.cgroup import MemoryCgroup
+from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent
 from grader.sandbox.cleanup import KNOWN_SHARED, WALK_SECONDS, sweep, walk_world_writable
 from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
@@ -48,6 +48,7 @@ class Sandbox:
     bwrap: list[str] = field(default_factory=list)  # bubblewrap's fixed arguments, when namespaces are in force
     tmpfs_size: bool = False  # bubblewrap can cap the private /tmp and /dev/shm
     cgroups: bool = False
+    cpu_share: bool = False  # each question its own CPU scheduling group
     marker: str = field(default_factory=lambda: secrets.token_hex(8))
     protected: list[Path] = field(default_factory=list)
     breach: str | None = None
@@ -106,16 +107,19 @@ def _python_blocked() -> str | None:
 
 
 def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path] | None = None,
-            user: str = DEFAULT_USER) -> Sandbox:
+            user: str = DEFAULT_USER, cpu_share: bool = False) -> Sandbox:
     """Choose the strongest isolation available (or the one asked for) and get it ready.
 
     Refuses (SandboxError) rather than weaken: an asked-for layer that is missing, root without a way to
-    run student code as another user (unless `isolation="process"`), another run holding the lock."""
+    run student code as another user (unless `isolation="process"`), another run holding the lock, no CPU
+    scheduling group per question when `cpu_share` asks for one (runs beside others: a batch)."""
     protected = [p.resolve() for p in (protected or [])]
     root = os.geteuid() == 0
     if isolation not in ISOLATIONS:
         raise SandboxError(f"unknown isolation {isolation!r} (expected one of {', '.join(ISOLATIONS)})")
     if isolation == "process":
+        if cpu_share:
+            raise SandboxError("--require-cpu-share: the process layer makes no CPU scheduling group per question")
         return _process_sandbox("asked for with --isolation process", root)
     if isolation == "user" and not root:
         raise SandboxError("--isolation user needs root (run in the Docker image, or as root)")
@@ -143,6 +147,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         else:
             layers["namespaces"] = f"not in force: {why}"
             if not root:
+                if cpu_share:
+                    raise SandboxError("--require-cpu-share: CPU scheduling groups need root")
                 return _process_sandbox(f"namespaces unavailable ({why}) and the grader is not root", root)
     where = MemoryCgroup.parent() if memory != "processes" else "--memory-accounting processes"
     cgroups = not isinstance(where, str)
@@ -154,8 +160,17 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         spent = "its private /tmp and /dev/shm" if bwrap else "the growth of the shared tmpfs folders"
         layers["memory"] = (f"resident anonymous and shared memory, memfd files and {spent} of the student's "
                             f"processes (no cgroup: {where})")
+    cpu_where = cgroup_parent("cpu")
+    if isinstance(cpu_where, str):
+        if cpu_share:
+            raise SandboxError(f"--require-cpu-share: {cpu_where}; a run beside others could take their CPU time")
+        layers["cpu"] = f"not in force: {cpu_where}"
+    else:
+        layers["cpu"] = ("a CPU scheduling group (cgroup) per question, of the same weight as any other: however "
+                         "many processes a neighbour starts, it cannot take this question's share")
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
-                      tmpfs_size=tmpfs_size, cgroups=cgroups, protected=closed_paths(protected) if root else [])
+                      tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str),
+                      protected=closed_paths(protected) if root else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
         # to an init that does not reap would hold one of the student user's process slots for good.

@@ -1,12 +1,14 @@
 """Memory of the student's processes counted the processes' way, where no memory cgroup can be had
 (default Docker, Gradescope): the user layer's accounting, beside cgroup.py, which is the kernel's.
 
-Guarantee: what a cgroup would charge is counted, never overestimated: resident anonymous and shared
-memory of every process found (proportional shares once the cheap sum passes the limit, so forked copies
-count once), memfd files they hold open, and the tmpfs space they fill (their private /tmp and /dev/shm
-in the namespace layer; the growth of the shared tmpfs folders in the user layer). Relies on: the member
-list of procfs.py, and a check often enough (the runner's); a very fast allocation can overshoot between
-two checks, and kernel memory (pipe buffers, page tables) is not counted here.
+Guarantee: what a cgroup would charge is counted: resident anonymous and shared memory of every process
+found (proportional shares once the cheap sum passes the limit, so forked copies count once) and their
+page tables; memfd files and pipes they hold open (a pipe at its default capacity, which may count an
+empty one high and one enlarged with F_SETPIPE_SZ low, within the kernel's per-user soft limit of 64 MiB
+of such pipes); and the tmpfs space they fill (their private /tmp and /dev/shm in the namespace layer; the
+growth of the shared tmpfs folders in the user layer). Relies on: the member list of procfs.py, and a
+check often enough (the runner's): a very fast allocation can overshoot between two checks, and other
+kernel memory (sockets' buffers, in-kernel caches) is not counted here.
 """
 from __future__ import annotations
 
@@ -16,13 +18,17 @@ import time
 from grader.sandbox.cleanup import KNOWN_SHARED
 
 
+PIPE_BYTES = 64 * 2**10  # what a pipe's buffer holds by default (16 pages); counted for each pipe held open
+
+
 def resident_bytes(pid: int | str) -> int:
-    """Resident anonymous and shared memory (RssAnon + RssShmem): what a memory cgroup charges and cannot
-    reclaim. Pages of files mapped from disk (the libraries: over 300 MiB for CUDA builds of torch) are
-    left out, as the cgroup's count leaves them out: the kernel can drop and reread them."""
+    """Resident anonymous and shared memory (RssAnon + RssShmem) and page tables (VmPTE): what a memory
+    cgroup charges and cannot reclaim. Pages of files mapped from disk (the libraries: over 300 MiB for
+    CUDA builds of torch) are left out, as the cgroup's count leaves them out: the kernel can drop and
+    reread them. Page tables count: a process that maps much and touches little holds gigabytes of them."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith(("RssAnon:", "RssShmem:")))
+            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith(("RssAnon:", "RssShmem:", "VmPTE:")))
     except (OSError, IndexError, ValueError):
         return 0
 
@@ -34,7 +40,15 @@ def _pss(pid: int) -> int:
             parts = [int(line.split()[1]) * 1024 for line in f if line.startswith(("Pss_Anon:", "Pss_Shmem:"))]
     except (OSError, ValueError):
         parts = []
-    return sum(parts) if len(parts) == 2 else resident_bytes(pid)
+    return sum(parts) + _page_tables(pid) if len(parts) == 2 else resident_bytes(pid)
+
+
+def _page_tables(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return sum(int(line.split()[1]) * 1024 for line in f if line.startswith("VmPTE:"))
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
@@ -53,8 +67,10 @@ def memory_bytes(pids: list[int], limit: int, deadline: float) -> int:
     return pss
 
 
-def memfd_bytes(pids: list[int], deadline: float) -> int:
-    """Bytes held in memfd files that these processes have open (memory no resident set shows unmapped)."""
+def descriptor_bytes(pids: list[int], deadline: float) -> int:
+    """Memory held through file descriptors, which no resident set shows: memfd files (their size) and pipes
+    (PIPE_BYTES each: the kernel keeps pipe buffers for the user, 1.25 GiB of them from 8 processes once,
+    and the fd limit alone bounds them only loosely). Each file counts once, however many hold it."""
     seen, total = set(), 0
     for pid in pids:
         try:
@@ -65,14 +81,15 @@ def memfd_bytes(pids: list[int], deadline: float) -> int:
             if time.monotonic() > deadline:
                 return total
             try:
-                if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/memfd:"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if not target.startswith(("/memfd:", "pipe:")):
                     continue
                 st = os.stat(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
+                total += PIPE_BYTES if target.startswith("pipe:") else st.st_blocks * 512
     return total
 
 
