@@ -12,13 +12,14 @@ DEVICE ?= auto
 SUBMISSION ?= submission
 # Docker: the image's name, its base (Gradescope's default), torch's wheel index (CPU builds; empty: PyPI's
 # CUDA builds), a CA bundle pip must trust while building (a proxy's), the limits of the run (Gradescope's
-# defaults), GPU=1 for --gpus all.
+# defaults), GPU=1 for --gpus all, NOBUILD=1 to grade in $(IMAGE) as it is.
 IMAGE ?= mp-grader
 BASE ?= ubuntu:22.04
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 CA_BUNDLE ?=
 DOCKER_LIMITS ?= --cpus 0.5 --memory 768m --network none
 GPU ?=
+NOBUILD ?=
 DOCKER_RESULTS ?= results/docker
 # The secret reference data the autograder zip grades on (a folder outside the repository), and its config.
 REFERENCE ?=
@@ -55,12 +56,22 @@ autograder: $(STAMP)
 	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out $(AUTOGRADER_ZIP)
 
 # CA_BUNDLE replaces build-ca/extra.crt; without it build-ca/ stays as it is (so the cached install stands).
+# BASE and TORCH_INDEX not given: the ones $(IMAGE) was built with (kept in its labels), else the defaults,
+# so a rebuild after an edit reuses Docker's cache instead of starting over from another base.
 docker-image:
 	if [ -n "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" build-ca/extra.crt; fi
-	docker build -t $(IMAGE) --build-arg BASE=$(BASE) --build-arg TORCH_INDEX=$(TORCH_INDEX) .
+	@base='$(BASE)'; index='$(TORCH_INDEX)'; \
+	labels=$$(docker image inspect -f '{{ index .Config.Labels "mp-grader.build" }}' $(IMAGE) 2>/dev/null); \
+	[ "$$labels" = "<no value>" ] && labels=; \
+	case "$(origin BASE)" in "command line"|environment) ;; *) [ -n "$$labels" ] && base=$${labels%%|*};; esac; \
+	case "$(origin TORCH_INDEX)" in "command line"|environment) ;; *) [ -n "$$labels" ] && index=$${labels#*|};; esac; \
+	echo "docker-image: $(IMAGE) from BASE=$$base TORCH_INDEX=$$index$${labels:+ (not given: as $(IMAGE) was built)}"; \
+	docker build -t $(IMAGE) --build-arg BASE="$$base" --build-arg TORCH_INDEX="$$index" \
+		--label "mp-grader.build=$$base|$$index" .
 
-# Gradescope's documented local run of the autograder, under its default limits.
-docker-grade: docker-image
+# Gradescope's documented local run of the autograder, under its default limits. NOBUILD=1 runs $(IMAGE) as
+# it is (an image built elsewhere, say); otherwise it is brought up to date first (Docker's cache: seconds).
+docker-grade: $(if $(NOBUILD),,docker-image)
 	mkdir -p $(DOCKER_RESULTS)
 	docker run --rm $(DOCKER_LIMITS) $(if $(GPU),--gpus all) -v "$(abspath $(SUBMISSION)):/autograder/submission:ro" \
 		-v "$(abspath $(DOCKER_RESULTS)):/autograder/results" $(IMAGE) /autograder/run_autograder

@@ -177,7 +177,8 @@ def to_array(out, function: str):
 
 def main(options: dict) -> int:
     """options: question, images, batch_size, device, fd, file_size_limit (bytes), max_processes (or None),
-    grader_pid (None inside a PID namespace of its own), unix_sockets (a network namespace of its own)."""
+    grader_pid (None inside a PID namespace of its own), unix_sockets (a network namespace of its own),
+    threads (torch's intra-op and inter-op pools)."""
     import resource
 
     channel = Channel(options["fd"])
@@ -194,6 +195,12 @@ def main(options: dict) -> int:
     import numpy as np
     import torch
 
+    # Sized by the grader to the CPU time the child may have (grader/threads.py), before any parallel work.
+    torch.set_num_threads(options["threads"])
+    try:
+        torch.set_num_interop_threads(options["threads"])
+    except RuntimeError:  # already started (it cannot be, this early; a torch that does is left as it is)
+        pass
     device_name = options["device"]
     if device_name == "auto":
         device_name = "cuda" if torch.cuda.is_available() else "cpu"

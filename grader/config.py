@@ -258,3 +258,32 @@ def with_overrides(config: GraderConfig, device: str | None = None,
             raise ConfigError(f"--device: expected one of {', '.join(DEVICES)}, got {device!r}")
         config = dataclasses.replace(config, device=device)
     return config
+
+
+# Shown by `make autograder` in lines of their own: not repeated among the settings off their defaults.
+SUMMARISED = {"title", "points", "thresholds", "partial_credit", "time_limit", "memory_limit", "batch_size"}
+
+
+def non_default_settings(config: GraderConfig) -> list[str]:
+    """`[table].key = value` for every setting that is not at its default, so that an instructor can see what
+    went into an autograder (a daily limit, a hidden question, a stdout visibility)."""
+    changed = []
+    for f in dataclasses.fields(GraderConfig):
+        value = getattr(config, f.name)
+        if f.name not in ("questions", "source", "sha256") and f.default is not dataclasses.MISSING and value != f.default:
+            changed.append(f"[grader].{f.name} = {_toml(value)}")
+    for key, question in config.questions.items():
+        for f in dataclasses.fields(QuestionConfig):
+            value = getattr(question, f.name)
+            default = PREDICTION_FILES.get(key) if f.name == "predictions_file" else f.default
+            if f.name not in SUMMARISED and f.name != "key" and value != default:
+                changed.append(f"[{key}].{f.name} = {_toml(value)}")
+    return changed
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (str, Path)):
+        return f'"{value}"'
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -22,7 +22,7 @@ import zipfile
 from pathlib import Path
 
 from grader.atomic import written_atomically
-from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, tomllib
+from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, non_default_settings, tomllib
 from grader.prediction_file import check_file
 from grader.reference import ReferenceDataError, load_reference
 from grader.runner import StudentError
@@ -172,6 +172,8 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
                  f"{config.time_budget:g} s time budget (set Gradescope's autograder timeout to match)")
     lines.append(f"  reference data from {reference}: {', '.join(counts)}")
     lines.append(f"  checks: {config.checks.relative_to(ROOT) if config.checks else 'none'}")
+    changed = non_default_settings(config)
+    lines.append("  settings not at their defaults: " + ("; ".join(changed) if changed else "none"))
     if reference.resolve().is_relative_to(ROOT):
         lines.append(f"  warning: {reference} lies inside the repository: students who can see the repository "
                      "can see these labels")

@@ -25,7 +25,8 @@ from typing import Generator
 import numpy as np
 
 from grader.protocol import POLL_SECONDS, Pipe, read_messages
-from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError
+from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus
+from grader.threads import thread_settings, usable_cores
 from grader.text import printable
 from grader.upload import UploadError, copy_upload
 
@@ -35,7 +36,7 @@ FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 CHILD_ERROR_KINDS = ("import", "missing", "cuda_oom", "exit", "exception")  # what child.py reports
 MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-                   "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                   "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # and the thread counts (grader/threads.py)
 
 
 class GraderError(Exception):
@@ -151,12 +152,15 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     copy_upload(submission, jail.submission, jail.run_as_student, max(deadline - time.monotonic(), 0.1))
     read_fd, write_fd = os.pipe()
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
+    threads, thread_env = thread_settings(os.environ, enclosing_cpus(), usable_cores())
+    env.update(thread_env)
     env.update(jail.env())
     sandbox = jail.sandbox
     options = {"question": question, "images": str(jail.scratch / "images.npy"), "batch_size": batch_size,
                "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
                "max_processes": MAX_PROCESSES if sandbox.drops_user else None,
-               "grader_pid": None if sandbox.bwrap else os.getpid(), "unix_sockets": bool(sandbox.bwrap)}
+               "grader_pid": None if sandbox.bwrap else os.getpid(), "unix_sockets": bool(sandbox.bwrap),
+               "threads": threads}
     try:
         # -I ignores PYTHON* variables, so -u (unbuffered output) goes on the command line.
         proc = jail.start([sys.executable, "-I", "-u", str(jail.scratch / "child.py"), json.dumps(options)], env,

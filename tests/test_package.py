@@ -92,10 +92,13 @@ def test_refusals_before_any_code_runs(tmp_path: Path, capsys: pytest.CaptureFix
 def test_the_autograder_zip_has_gradescopes_layout_and_the_instructors_data(tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture) -> None:
     secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3)
-    config = config_with(tmp_path, **{"accuracy = 0.90": "accuracy = 0.85"})  # an edit not committed
+    config = config_with(tmp_path, **{"accuracy = 0.90": "accuracy = 0.85",  # edits not committed
+                                      "daily_submission_limit = 0": "daily_submission_limit = 3",
+                                      "show_output = true": "show_output = false"})
     assert zipped("autograder", "--reference", secret, "--config", config, "--out", tmp_path / "a.zip") == 0
     out = capsys.readouterr().out
     assert "accuracy >= 0.85" in out and "q1: 30 images, q2: 3 images" in out and "checks: none" in out
+    assert "settings not at their defaults: [grader].daily_submission_limit = 3; [q1].show_output = false" in out
     with zipfile.ZipFile(tmp_path / "a.zip") as z:
         listed = set(z.namelist())
         modes = {i.filename: i.external_attr >> 16 for i in z.infolist()}

@@ -31,7 +31,7 @@ One module per concern, each stating in its docstring the guarantee it keeps and
 - cleanup.py: what the student left in shared folders and SysV IPC, removed
 - errors.py: the two refusals
 """
-from grader.sandbox.cgroup import memory_left_mib
+from grader.sandbox.cgroup import enclosing_cpus, memory_left_mib
 from grader.sandbox.closing import closed_paths, closed_to_others, protected
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
@@ -41,5 +41,5 @@ from grader.sandbox.procfs import user_processes
 from grader.sandbox.users import DEFAULT_USER, ensure_user, open_lock
 
 __all__ = ["DEFAULT_USER", "ISOLATIONS", "MEMORY_ACCOUNTING", "ContainmentError", "Jail", "Sandbox", "SandboxError",
-           "closed_paths", "closed_to_others", "ensure_user", "memory_left_mib", "open_lock", "prepare", "protected",
-           "resident_bytes", "user_processes"]
+           "closed_paths", "closed_to_others", "enclosing_cpus", "ensure_user", "memory_left_mib", "open_lock",
+           "prepare", "protected", "resident_bytes", "user_processes"]

@@ -88,6 +88,27 @@ def enclosing_limit() -> int | None:
     return min(limits, default=None)
 
 
+def enclosing_cpus(hierarchies: list[tuple[Path, Path | None, int]] | None = None) -> float | None:
+    """CPUs' worth of time the cgroup this process runs in may use (a container's --cpus: cgroup v2 cpu.max,
+    v1 cpu.cfs_quota_us / cpu.cfs_period_us), the smallest on its path, or None when unlimited."""
+    limits = []
+    for point, folder, version in _hierarchies("cpu") if hierarchies is None else hierarchies:
+        folders = [folder, *folder.parents] if folder is not None and folder.is_dir() else [point]
+        for f in folders:
+            try:
+                if version == 2:
+                    quota, _, period = (f / "cpu.max").read_text().partition(" ")
+                else:
+                    quota, period = (f / "cpu.cfs_quota_us").read_text(), (f / "cpu.cfs_period_us").read_text()
+                if quota.strip() not in ("max", "-1") and int(period) > 0:
+                    limits.append(int(quota) / int(period))
+            except (OSError, ValueError):
+                pass
+            if f == point:
+                break
+    return min(limits, default=None)
+
+
 def memory_left_mib(reserve: int = MARGIN) -> int | None:
     """MiB of the enclosing limit a student's processes may have: what the grader does not already use,
     less `reserve` for what it will (reports, metrics). None when there is no limit."""
