@@ -3,7 +3,11 @@
 # as an unprivileged user, which must be able to run the interpreter: a pyenv Python under /root cannot.
 PYTHON ?= $(shell /usr/bin/python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 10))' \
 	2>/dev/null && echo /usr/bin/python3 || echo python3)
-VENV ?= .venv
+# The virtual environment: .venv, but as root in a folder other users cannot enter (a clone in /root, say)
+# the student user could not run an interpreter inside it, so it goes to a root-owned folder they can
+# reach, one per checkout. (Not /tmp: another user could plant it there first.)
+VENV ?= $(shell if [ "$$(id -u)" = 0 ] && ! runuser -u nobody -- test -x "$(CURDIR)" 2>/dev/null; then \
+	echo /var/cache/mp-grader/venv-$$(echo "$(CURDIR)" | cksum | cut -d' ' -f1); else echo .venv; fi)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 RESULTS ?= results/results.json
@@ -31,6 +35,8 @@ AUTOGRADER_ZIP ?= autograder.zip
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
+	@if [ "$(VENV)" != .venv ]; then echo "make: $(CURDIR) is closed to other users, whom student code runs as:" \
+		"the virtual environment goes to $(VENV)"; install -d -m 755 "$$(dirname "$(VENV)")"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@

@@ -37,3 +37,39 @@ def test_make_submission_zip_and_make_autograder(tmp_path: Path) -> None:
     secret = make_reference(tmp_path / "secret", n_q1=10, n_q2=2)
     ran = make("autograder", f"REFERENCE={secret}", f"AUTOGRADER_ZIP={tmp_path / 'a.zip'}")
     assert ran.returncode == 0 and "q1: 10 images, q2: 2 images" in ran.stdout, ran.stderr[-2000:]
+
+
+def test_a_checkout_other_users_cannot_enter_grades(tmp_path: Path) -> None:
+    """A root user's clone in /root: the grader's own files there are never needed by the student user,
+    and the interpreter goes where that user can run it (the Makefile's VENV), so `make grade` grades."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        import pytest
+
+        pytest.skip("needs root, and runuser to look as another user")
+    closed = tmp_path / "root-home"
+    closed.mkdir(mode=0o700)
+    clone = closed / "mp-grader"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    for name in ("submission", "reference_data", "grader"):  # the working tree as it is, edits included
+        shutil.rmtree(clone / name)
+        shutil.copytree(REPO / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Makefile", clone / "Makefile")
+    chosen = subprocess.run(["make", "-s", "-C", str(clone), "--eval", "print-venv: ; @echo $(VENV)", "print-venv"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert chosen.startswith("/var/cache/mp-grader/venv-"), chosen
+    # Graded with this checkout's interpreter (reachable, its packages installed) in the closed clone's place.
+    venv = Path(os.path.realpath(REPO / ".venv")) if (REPO / ".venv").is_dir() else None
+    if venv is None:
+        import pytest
+
+        pytest.skip("no .venv in this checkout to grade with")
+    results = tmp_path / "results.json"
+    ran = subprocess.run(["make", "-C", str(clone), "grade", f"VENV={venv}", f"RESULTS={results}", "DEVICE=cpu"],
+                         capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
+    report = json.loads(results.read_text())
+    assert "error" not in report["extra_data"]["metrics"]["q1"] and "error" not in report["extra_data"]["metrics"]["q2"]
+    assert "Isolation:" in report["output"] and "separate process as" not in report["output"]
