@@ -15,8 +15,7 @@ from typing import Iterable
 
 VISIBLE, HIDDEN = "visible", "hidden"
 VISIBILITIES = (VISIBLE, "after_due_date", "after_published", HIDDEN)
-TOP_OUTPUT = LEADERBOARD = VISIBLE  # what students see as soon as the results exist
-STAFF = HIDDEN  # extra_data, the batch's reports
+TOP_OUTPUT = LEADERBOARD = VISIBLE  # what students see as soon as the results exist (extra_data: staff's)
 WHEN = {"after_due_date": "after the due date", "after_published": "once grades are published",
         HIDDEN: "to staff only"}
 

@@ -10,19 +10,8 @@ import pytest
 
 from conftest import by_question, config_with, grade, make_reference, write_submission
 from grader.visibility import may_show, visible_score
+from test_checks_and_cli import ZEROS as SUBMISSION  # Q1 all zeros, Q2 "person" everywhere
 
-SUBMISSION = """
-import torch
-
-def predict_q1(images):
-    return torch.zeros(len(images), 10)
-
-def predict_q2(images):
-    n, _, h, w = images.shape
-    scores = torch.zeros(n, 6, h, w)
-    scores[:, 5] = 1.0
-    return scores
-"""
 LATER = ("after_due_date", "after_published", "hidden")
 Q2 = '[q2]\ntitle = "Q2 semantic segmentation"\n'
 
