@@ -48,3 +48,29 @@ def test_file_hashes_skip_small_files_links_and_fifos(tmp_path: Path) -> None:
     sha = hashlib.sha256(weights).hexdigest()
     assert hashes["a"] == [(sha, WEIGHT_MIN_BYTES, "sub/w.pt")]
     assert identical_files(hashes) == [(sha, WEIGHT_MIN_BYTES, [("a", "sub/w.pt"), ("b", "mine.pt")])]
+
+
+def test_only_regular_files_are_ever_opened(tmp_path: Path, monkeypatch) -> None:
+    """As root over a whole export: a device node's open can act on the device, a FIFO's can block. The
+    copy check and the resume key's digest open regular files only."""
+    import stat
+
+    from grader.batch.submissions import submission_digest
+
+    (tmp_path / "weights.bin").write_bytes(b"w" * WEIGHT_MIN_BYTES)
+    os.mkfifo(tmp_path / "fifo")
+    if os.geteuid() == 0:
+        os.mknod(tmp_path / "device", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+    opened: list[str] = []
+    real_open = os.open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recording_open)
+    assert [name for _, _, name in file_hashes(tmp_path)] == ["weights.bin"]
+    before = submission_digest(tmp_path)
+    assert set(opened) == {"weights.bin"}
+    (tmp_path / "weights.bin").write_bytes(b"v" * WEIGHT_MIN_BYTES)
+    assert submission_digest(tmp_path) != before  # a replaced file is a new submission
