@@ -257,10 +257,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The `mp-grader` console script: grade one submission, or `mp-grader batch ...` (grader/batch/)."""
+    """The `mp-grader` console script: grade one submission, `mp-grader batch ...` (grader/batch/), or
+    `mp-grader rescore ...` (grader/rescore.py)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:
         from grader.batch import main as batch_main
 
         sys.exit(batch_main(argv[1:]))
+    if argv[:1] == ["rescore"]:
+        from grader.rescore import main as rescore_main
+
+        sys.exit(rescore_main(argv[1:]))
     sys.exit(main(argv))

@@ -180,7 +180,8 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
     changes = _tracked_changes()
     if changes:
         lines.append("  built from the working tree, with changes not committed: " + "; ".join(c.strip() for c in changes))
-    lines.append("Upload it as the autograder (base image: Ubuntu 22.04, Gradescope's default).")
+    lines.append("Upload it as the autograder (base image: Ubuntu 22.04, Gradescope's default). To see what a threshold "
+                 "change would do to a class graded with mp-grader batch: mp-grader rescore OUT --config new.toml.")
     return lines
 
 

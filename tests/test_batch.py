@@ -137,6 +137,33 @@ def test_rerun_reuses_and_a_change_regrades(graded: dict, capsys) -> None:
     assert batch.grading_key(config, graded["data"], ["--device=cuda"]) != key
 
 
+def test_rescore_equals_a_regrade_under_the_edited_config(graded: dict) -> None:
+    """mp-grader rescore recomputes every score from the stored metrics, and gets what a regrade of the class
+    under the new config gets, score for score, without running any student code."""
+    from grader.rescore import main as rescore
+
+    edited = graded["tmp"] / "edited.toml"
+    edited.write_text(graded["config"].read_text().replace("accuracy = 0.90", "accuracy = 0.5")
+                      .replace("mIoU = 0.55", "mIoU = 0.2").replace("points = 30", "points = 40"))
+    assert rescore([str(graded["out"]), "--config", str(edited), "--to", str(graded["tmp"] / "rescored")]) == 0
+    regraded = graded["tmp"] / "regraded"
+    swap = {str(graded["out"]): str(regraded), str(graded["config"]): str(edited)}
+    argv = [swap.get(a, a) for a in graded["argv"]]
+    assert batch.main(argv) == 0
+
+    def scores(rows: dict[str, dict]) -> dict:
+        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
+
+    rescored_rows, regraded_rows = _rows(graded["tmp"] / "rescored"), _rows(regraded)
+    assert scores(rescored_rows) == scores(regraded_rows)
+    assert {r["max_total"] for r in rescored_rows.values()} == {"60"}
+    changes = (graded["tmp"] / "rescored" / "rescore.md").read_text()
+    before = {name: float(row["total"]) for name, row in _rows(graded["out"]).items()}
+    gained = sum(float(rescored_rows[n]["total"]) > t for n, t in before.items())
+    assert gained > 0 and f"{N} submissions: {gained} gain points, 0 lose points" in changes
+    assert (graded["tmp"] / "rescored" / "rescore.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_plain_folder_of_zips(tmp_path: Path) -> None:
     """Zips are unpacked for grading, and a zip that reaches outside its folder is refused, not graded."""
     reason = unavailable("namespace")

@@ -23,7 +23,7 @@ def error_kinds(outcome: Outcome) -> dict[str, str]:
     return {q: m.get("error_kind") or "error" for q, m in metrics.items() if isinstance(m, dict) and "error" in m}
 
 
-def _total(report: dict) -> float:
+def total(report: dict) -> float:
     return sum(float(t.get("score", 0)) for t in report["tests"])
 
 
@@ -53,7 +53,7 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
                         csv_cell(kinds.get(q, kinds.get("all", "")))]
             first = csv_cell(next(iter(kinds.values()), ""))
-            row += [f"{_total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
+            row += [f"{total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
             writer.writerow(row)
 
 
@@ -70,7 +70,7 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
     """The batch in a page of Markdown: the score distribution, the slowest runs, every error by kind. Text
     that can come from students (names, error messages) stands in code spans (text.markdown_code)."""
     maximum = config.max_score
-    totals = sorted(_total(o.report) for o in outcomes)
+    totals = sorted(total(o.report) for o in outcomes)
     lines = ["# Batch grade", "", f"{len(outcomes)} submissions ({sum(o.reused for o in outcomes)} reused from an "
              "earlier run with the same grader, config, data and options).", ""]
     if totals:
@@ -103,7 +103,7 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     plt = pyplot()
     questions = list(config.questions)
     fig, axes = plt.subplots(1, 1 + len(questions), figsize=(4 * (1 + len(questions)), 3.2), squeeze=False)
-    series = [("total", config.max_score, [_total(o.report) for o in outcomes])]
+    series = [("total", config.max_score, [total(o.report) for o in outcomes])]
     series += [(config.questions[q].title, config.questions[q].points, [_scores(config, o.report)[q] for o in outcomes])
                for q in questions]
     for ax, (title, top, values) in zip(axes[0], series):
