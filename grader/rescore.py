@@ -38,10 +38,11 @@ def rescored(report: dict, config: GraderConfig) -> dict:
         cfg, stored = config.questions[key], metrics.get(key)
         graded = isinstance(stored, dict) and "error" not in stored
         score = score_question(cfg, stored if graded else None)
-        test.update(name=cfg.title, score=score.points, max_score=score.max_points,
+        test.update(name=cfg.title, score=score.points, max_score=score.max_points, visibility=cfg.visibility,
                     status="passed" if score.full_credit else "failed")
         test["output"] = f"{test.get('output', '').rstrip()}\n\nRescored under a new config: {score.points:g} / " \
                          f"{score.max_points:g}: {score.reason}\n"
+    new["output"] = f"{new.get('output', '')}\nRescored under a new config: the tests' scores replace the lines above."
     return new
 
 
@@ -127,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         if report is None:
             print(f"mp-grader rescore: {args.graded} is not a results.json", file=sys.stderr)
             return 2
-        target = args.to or args.graded.with_name(f"{args.graded.stem}.rescored.json")
-        target.write_text(json.dumps(rescored(report, config), indent=2) + "\n")
-        print(f"{total(report):g} -> {total(rescored(report, config)):g} of {config.max_score:g}; written: {target}")
+        target, new = args.to or args.graded.with_name(f"{args.graded.stem}.rescored.json"), rescored(report, config)
+        target.write_text(json.dumps(new, indent=2) + "\n")
+        print(f"{total(report):g} -> {total(new):g} of {config.max_score:g}; written: {target}")
         return 0
     if not (args.graded / "submissions").is_dir():
         print(f"mp-grader rescore: {args.graded} holds no submissions/ (an mp-grader batch folder)", file=sys.stderr)
