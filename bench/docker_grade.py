@@ -1,6 +1,7 @@
 """Grade a submission in the Docker image under Gradescope's default limits and measure it from outside.
 
     PYTHONPATH=. python3 bench/docker_grade.py [--image mp-grader] [--submission submission] [--cpus 0.5] [--memory 768m]
+                                               [--config FILE]
 
 Prints the wall time of the container and the peak memory, sampled every 0.2 s from the host's /proc and
 the container's cgroup: of the whole container (anonymous + shared memory, and the cgroup's own peak with
@@ -53,12 +54,15 @@ def main() -> None:
     p.add_argument("--submission", type=Path, default=Path("submission"))
     p.add_argument("--cpus", default="0.5")
     p.add_argument("--memory", default="768m")
+    p.add_argument("--config", type=Path, help="grade with this config instead of the image's (mounted over it)")
     args = p.parse_args()
+    # Not read-only: the grader closes its inputs to the student user while it grades (chmod), see issue #20.
+    config = ["-v", f"{args.config.resolve()}:/autograder/source/grader/config.toml"] if args.config else []
     results = Path(tempfile.mkdtemp(prefix="docker-grade-"))
     started = time.monotonic()
     cid = subprocess.run(["docker", "run", "-d", "--cpus", args.cpus, "--memory", args.memory, "--network", "none",
                           "-v", f"{args.submission.resolve()}:/autograder/submission:ro",
-                          "-v", f"{results}:/autograder/results", args.image, "/autograder/run_autograder"],
+                          "-v", f"{results}:/autograder/results", *config, args.image, "/autograder/run_autograder"],
                          check=True, capture_output=True, text=True).stdout.strip()
     peaks: dict[str, dict[str, int]] = {}
     container_peak, cgroup_peak = 0, 0

@@ -50,7 +50,7 @@ def test_failure_is_reported_and_the_other_question_still_graded(tmp_path: Path,
     submission = write_submission(tmp_path / "submission", code + GOOD_Q2)
     data = make_reference(tmp_path / "data", n_q1=60, n_q2=1)
     rc, report = grade(submission, data, tmp_path / "results.json", "--config",
-                       str(config_with(tmp_path, **{"batch_size = 500": "batch_size = 60"})))
+                       str(config_with(tmp_path, **{"batch_size = 100": "batch_size = 60"})))
     assert rc == 0
     tests = by_question(report)
     assert tests["Q1"]["score"] == 0 and tests["Q1"]["status"] == "failed"

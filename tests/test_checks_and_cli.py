@@ -126,7 +126,7 @@ def predict_q2(images):
     return torch.zeros(n, 6, h, w)
 """
     submission = write_submission(tmp_path / "submission", code)
-    config = config_with(tmp_path, **{"batch_size = 10": "batch_size = 1"})
+    config = config_with(tmp_path, **{"batch_size = 2\n": "batch_size = 1\n"})
     plots = tmp_path / "plots"
     rc, report = grade(submission, make_reference(tmp_path / "data", n_q1=5, n_q2=2), tmp_path / "results.json",
                        "--config", str(config), "--plots", str(plots))

@@ -174,7 +174,7 @@ def test_q2_file_checks(tmp_path: Path) -> None:
 def test_config_refuses_a_path_as_the_file_name(tmp_path: Path) -> None:
     from grader.config import ConfigError, load_config
 
-    config = config_with(tmp_path, "q1", **{"batch_size = 500": 'batch_size = 500\npredictions_file = "../labels.npy"'})
+    config = config_with(tmp_path, "q1", **{"batch_size = 100": 'batch_size = 100\npredictions_file = "../labels.npy"'})
     with pytest.raises(ConfigError, match="expected a file name ending in .npy at the top of the submission"):
         load_config(config)
 

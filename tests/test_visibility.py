@@ -19,7 +19,7 @@ Q2 = '[q2]\ntitle = "Q2 semantic segmentation"\n'
 def q2_shown(tmp_path: Path, visibility: str, **replacements: str) -> Path:
     """The default config with Q2's visibility set to `visibility`."""
     return config_with(tmp_path, **{Q2: Q2 + f'visibility = "{visibility}"\n',
-                                    'visibility = "visible"\nmode = "code"\nbatch_size = 10': 'mode = "code"\nbatch_size = 10',
+                                    'visibility = "visible"\nmode = "code"\nbatch_size = 2': 'mode = "code"\nbatch_size = 2',
                                     **replacements})
 
 
