@@ -756,6 +756,32 @@ def test_results_are_written_on_a_full_disk(tmp_path: Path) -> None:
         subprocess.run(["umount", str(disk)], check=True)
 
 
+def test_an_input_on_a_read_only_mount_is_refused_unless_closed_already(tmp_path: Path) -> None:
+    """A config the grader cannot close (read-only mount) stopped the grade with "the autograder itself
+    failed" and a traceback: now it refuses, saying what to do, and a config closed already just grades."""
+    need("user")
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        text = config_with(tmp_path, "q1").read_text()
+        for name, mode in (("open.toml", 0o644), ("closed.toml", 0o600)):
+            (disk / name).write_text(text)
+            (disk / name).chmod(mode)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        submission = write_submission(tmp_path / "submission", "def predict_q1(images):\n    return images.flatten(1)[:, :10]\n")
+        data = make_reference(tmp_path / "data", n_q1=10)
+        rc, report = grade(submission, data, tmp_path / "r1.json", "--config", str(disk / "open.toml"), *LAYERS["user"])
+        assert rc == 2 and "cannot be closed to the student user (Read-only file system)" in report["output"]
+        assert "itself failed" not in report["output"]
+        rc, report = grade(submission, data, tmp_path / "r2.json", "--config", str(disk / "closed.toml"), *LAYERS["user"])
+        assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 10
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 # --- The weak layer and the parts that do not depend on the layer --------------------------------------
 
 

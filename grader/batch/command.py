@@ -129,13 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     where = f"on the Dask cluster {args.dask}" if args.dask else f"{args.jobs} at a time"
     print(f"{len(entries)} submissions: {len(outcomes)} already graded with these settings, {len(todo)} to grade, "
           f"{where}", file=sys.stderr)
-    with closed_to_others(closed, uids) as kept:
-        with tqdm(total=len(todo), desc="batch", unit="submission", file=sys.stderr, dynamic_ncols=True) as progress:
-            for outcome in (on_dask(args, settings, batch, todo, config) if args.dask
-                            else on_threads(args.jobs, batch, todo)):
-                outcomes[outcome.entry.name] = outcome
-                progress.set_postfix_str(outcome.entry.name, refresh=False)
-                progress.update()
+    try:
+        with closed_to_others(closed, uids) as kept:
+            with tqdm(total=len(todo), desc="batch", unit="submission", file=sys.stderr, dynamic_ncols=True) as progress:
+                for outcome in (on_dask(args, settings, batch, todo, config) if args.dask
+                                else on_threads(args.jobs, batch, todo)):
+                    outcomes[outcome.entry.name] = outcome
+                    progress.set_postfix_str(outcome.entry.name, refresh=False)
+                    progress.update()
+    except SandboxError as exc:
+        print(f"mp-grader batch: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if kept:
         notes.append(f"Left closed (mode 0700): {', '.join(map(str, closed))}, because {markdown_code(kept[0])}.")
     ordered = [outcomes[e.name] for e in entries]

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from grader.sandbox.errors import SandboxError
 from grader.sandbox.procfs import describe, user_gone, user_processes
 
 if TYPE_CHECKING:
@@ -52,12 +53,22 @@ def closed_paths(protected: list[Path]) -> list[Path]:
 def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
     """Close `paths` to everyone but their owner for the duration, and restore their modes afterwards, but
     only once no process of any of `uids` is left (else they stay closed). Yields a list that holds, at the
-    end, what kept them closed; the caller may add its own reason before the end to keep them closed."""
+    end, what kept them closed; the caller may add its own reason before the end to keep them closed.
+    Raises SandboxError, changing nothing, when a path open to others cannot be closed (read-only mount)."""
     saved: dict[Path, int] = {}
     kept: list[str] = []
     for path in paths:
-        saved[path] = stat.S_IMODE(path.lstat().st_mode)
-        path.chmod(saved[path] & 0o700)
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if not mode & 0o077:
+            continue  # closed already (at install time, say): nothing to change, nothing to restore
+        try:
+            path.chmod(mode & 0o700)
+        except OSError as exc:  # a read-only mount: grading would leave it readable, so it does not start
+            for done, old in saved.items():
+                done.chmod(old)
+            raise SandboxError(f"{path} cannot be closed to the student user ({exc.strerror}): make it unreadable to "
+                               "other users (chmod go-rwx) or put it on a writable file system") from None
+        saved[path] = mode
     try:
         yield kept
     finally:
