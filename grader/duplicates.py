@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.text import markdown_code
+from grader.upload import open_regular
 
 WEIGHT_MIN_BYTES = 4096  # smaller files (code, configs) are too often shared starter material
 Q2_PIXEL_SAMPLE = 200_000  # pixels compared per pair for Q2, the same fixed random ones for every pair
@@ -45,17 +45,16 @@ def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
         for name in sorted(names):
             path = Path(top) / name
             try:
-                named = path.lstat()
-                if not stat.S_ISREG(named.st_mode) or named.st_size < WEIGHT_MIN_BYTES:
-                    continue
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                opened = open_regular(path)
             except OSError:
                 continue
+            if opened is None:
+                continue
+            fd, st = opened
             with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
                 size = st.st_size
-                if (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino) or not stat.S_ISREG(st.st_mode):
-                    continue  # swapped between the look and the open
+                if size < WEIGHT_MIN_BYTES:
+                    continue
                 digest = hashlib.sha256()
                 for chunk in iter(lambda: f.read(2**20), b""):
                     digest.update(chunk)

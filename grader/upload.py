@@ -101,13 +101,30 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
                                       + (" (upload the file itself)" if stat.S_ISLNK(st.st_mode) else ""))
 
 
+def open_regular(path: str | Path) -> tuple[int, os.stat_result] | None:
+    """(descriptor, status) of `path` opened for reading when it is a regular file, checked before and after
+    the open (the same file both times), else None. Nothing else is ever opened: a device node's open can
+    act on the device, a FIFO's would block, a link is not followed. OSError from the look or the open passes."""
+    named = os.lstat(path)
+    if not stat.S_ISREG(named.st_mode):
+        return None
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (named.st_dev, named.st_ino):
+        os.close(fd)
+        return None
+    return fd, st
+
+
 def _copy_file(source: str, destination: str, budget: int) -> int:
     """Copy one regular file, refusing anything else that may have taken its place; returns its size."""
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    opened = open_regular(source)
+    if opened is None or opened[1].st_size > budget:
+        if opened is not None:
+            os.close(opened[0])
+        raise UploadError(f"{printable(source, name=True)} changed while it was being copied")
+    fd, st = opened
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > budget:
-            raise UploadError(f"{printable(source, name=True)} changed while it was being copied")
         out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         try:
             with os.fdopen(os.dup(fd), "rb") as src, os.fdopen(os.dup(out), "wb") as dst:

@@ -9,6 +9,7 @@ could reach every file of the grader's user. Each test skips, saying why, where 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -22,6 +23,7 @@ import threading
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -732,17 +734,26 @@ def test_two_runs_at_once_are_refused(tmp_path: Path) -> None:
     assert rc == 2 and "another grading run is using the user" in report["output"]
 
 
-def test_results_are_written_on_a_full_disk(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `folder` (made) for the block; the test skips where none can be mounted."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    from grader.report import ResultsFile, fallback_results
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True)
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
     try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_results_are_written_on_a_full_disk(tmp_path: Path) -> None:
+    from grader.report import ResultsFile, fallback_results
+
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
         results = ResultsFile(disk / "results.json")
         with open(disk / "filler", "wb") as f:  # what a submission could do to the disk
             with pytest.raises(OSError):
@@ -752,20 +763,13 @@ def test_results_are_written_on_a_full_disk(tmp_path: Path) -> None:
         report = fallback_results("x" * 100_000)
         results.write(report)
         assert json.loads((disk / "results.json").read_text()) == report
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_an_input_on_a_read_only_mount_is_refused_unless_closed_already(tmp_path: Path) -> None:
     """A config the grader cannot close (read-only mount) stopped the grade with "the autograder itself
     failed" and a traceback: now it refuses, saying what to do, and a config closed already just grades."""
     need("user")
-    disk = tmp_path / "ro"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "ro", "1m") as disk:
         text = config_with(tmp_path, "q1").read_text()
         for name, mode in (("open.toml", 0o644), ("closed.toml", 0o600)):
             (disk / name).write_text(text)
@@ -778,8 +782,6 @@ def test_an_input_on_a_read_only_mount_is_refused_unless_closed_already(tmp_path
         assert "itself failed" not in report["output"]
         rc, report = grade(submission, data, tmp_path / "r2.json", "--config", str(disk / "closed.toml"), *LAYERS["user"])
         assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 10
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 # --- The weak layer and the parts that do not depend on the layer --------------------------------------

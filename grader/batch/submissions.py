@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.text import printable
-from grader.upload import UploadLimits
+from grader.upload import UploadLimits, open_regular
 
 METADATA = "submission_metadata.yml"
 
@@ -94,12 +94,12 @@ def submission_digest(source: Path) -> str:
             digest.update(f"missing\0{relative}\0".encode("utf-8", "surrogateescape"))
             return
         digest.update(f"{stat.S_IFMT(st.st_mode)}\0{relative}\0{st.st_size}\0".encode("utf-8", "surrogateescape"))
-        if stat.S_ISREG(st.st_mode):
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError:
-                return
-            with os.fdopen(fd, "rb") as f:
+        try:
+            opened = open_regular(path)
+        except OSError:
+            return
+        if opened is not None:
+            with os.fdopen(opened[0], "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     digest.update(chunk)
 
