@@ -63,9 +63,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="also write each image's predicted class ids here (.npz, one array per graded question)")
     p.add_argument("--submission-metadata", type=Path,
                    help="Gradescope's submission_metadata.json, for [grader].daily_submission_limit (run_autograder passes it)")
-    p.add_argument("--require-cpu-share", action="store_true",
-                   help="refuse to grade unless each question gets a CPU scheduling group of its own (a cgroup): "
-                        "`mp-grader batch` asks for it when runs share a machine, so no run can take another's CPU time")
+    p.add_argument("--cpu-share", type=int, metavar="N",
+                   help="this run is one of up to N on this machine at once: each question gets a CPU scheduling "
+                        "group of its own (a cgroup) capped at 1/N of the CPUs, or the grader refuses. `mp-grader "
+                        "batch` passes it when runs share a machine, so no run can take another's CPU time")
     p.add_argument("--student-user", type=student_user, default=DEFAULT_USER,
                    help=f"the unprivileged user student code runs as, when the grader is root (default {DEFAULT_USER}; "
                         "`mp-grader batch` gives each concurrent run its own)")
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         sandbox = prepare(args.isolation, args.memory_accounting,
                           protected_inputs(args.data, config, args.submission_metadata), args.student_user,
-                          cpu_share=args.require_cpu_share)
+                          cpu_share=args.cpu_share)
         graded = grade(config, args.submission.resolve(), args.data.resolve(), sandbox, [*limit_notes, *memory_notes],
                        keep_predictions=args.predictions is not None)
         if check is not None:

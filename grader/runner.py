@@ -152,7 +152,8 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     copy_upload(submission, jail.submission, jail.run_as_student, max(deadline - time.monotonic(), 0.1))
     read_fd, write_fd = os.pipe()
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    threads, thread_env = thread_settings(os.environ, enclosing_cpus(), usable_cores())
+    caps = [c for c in (enclosing_cpus(), jail.sandbox.cpus) if c is not None]  # the container's, the batch's
+    threads, thread_env = thread_settings(os.environ, min(caps, default=None), usable_cores())
     env.update(thread_env)
     env.update(jail.env())
     sandbox = jail.sandbox

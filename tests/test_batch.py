@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import os
 import shutil
@@ -18,7 +19,7 @@ from conftest import REPO, config_with, grade, make_reference
 from export_fixture import HOSTILE, kind_of, make_export
 from grader import batch
 from grader.config import load_config
-from grader.sandbox import DEFAULT_USER, ensure_user, user_processes
+from grader.sandbox import DEFAULT_USER, enclosing_cpus, ensure_user, user_processes
 from grader.upload import UploadLimits
 from test_isolation import unavailable
 
@@ -281,6 +282,22 @@ def test_the_local_dask_cluster_listens_on_no_port() -> None:
         cluster.close()
 
 
+def test_a_task_on_a_remote_worker_is_capped_at_its_share_of_that_machine(tmp_path: Path) -> None:
+    """On a cluster the batch cannot see, a task takes its cap from the worker running it: a worker with 3
+    threads runs 3 tasks at once. A local batch's own count stands."""
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    from distributed import Client, LocalCluster
+
+    from grader.batch.runs import Settings, on_worker
+
+    remote = Settings(tmp_path, tmp_path, (), "key", 60.0, 99)
+    with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert client.submit(on_worker, remote, pure=False).result().cpu_share == 3
+        local = Settings(tmp_path, tmp_path, (), "key", 60.0, 2, cpu_share=2)
+        assert client.submit(on_worker, local, pure=False).result().cpu_share == 2
+
+
 def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) -> None:
     """The same class on a Dask cluster started by the batch (two workers, one task per submission): every
     score, metric and error kind equal to the threaded batch's."""
@@ -299,6 +316,7 @@ def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) 
 
 HEAVY_Q1 = """
 import torch
+print("intra-op threads:", torch.get_num_threads())
 torch.manual_seed(0)
 M = torch.randn(784, 784) / 28
 W = torch.randn(784, 10)
@@ -322,8 +340,9 @@ def predict_q1(images):
 
 
 def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path: Path) -> None:
-    """Time limits are wall-clock: with --jobs 2 each question has a CPU scheduling group of its own, so a
-    neighbour that forks busy loops cannot push an honest run past its limit."""
+    """Time limits are wall-clock: with --jobs 2 each question has a CPU scheduling group of its own, capped
+    at half the machine, so a neighbour that forks busy loops cannot push an honest run past its limit, and
+    the honest run's threads fit its cap."""
     reason = unavailable("namespace")
     if reason:
         pytest.skip(reason)
@@ -349,3 +368,5 @@ def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path
     assert rows["honest"]["q1_accuracy"] == f"{alone['extra_data']['metrics']['q1']['accuracy']:.4f}"
     log = (out / "submissions" / "honest" / "results.json").read_text()
     assert "a CPU scheduling group (cgroup) per question" in log
+    share = (enclosing_cpus() or len(os.sched_getaffinity(0))) / 2
+    assert f"capped at {share:.2f} CPU" in log and f"intra-op threads: {math.ceil(share)}" in log

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -30,6 +31,7 @@ import pytest
 from conftest import REPO, by_question, config_with, grade, make_reference, write_submission
 from grader.sandbox import jail as jail_module
 from grader.sandbox import DEFAULT_USER, SandboxError, prepare, user_processes
+from grader.sandbox.cgroup import cgroup_parent
 
 LAYERS = {"namespace": ("--isolation", "namespace"), "user": ("--isolation", "user", "--memory-accounting", "processes")}
 
@@ -435,6 +437,7 @@ def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> No
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in closed if p.exists()}
     monkeypatch.setattr(jail_module.Jail, "_kill_round", lambda self: None)
     monkeypatch.setattr(jail_module, "KILL_SECONDS", 1.0)
+    left = _jail_leftovers()
     try:
         rc, report = grade(submission, data, tmp_path / "results.json", "--config", str(config), *LAYERS["user"])
         assert rc == 2
@@ -447,7 +450,22 @@ def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> No
         prepare("user", "processes").close()  # kills the survivor
         for path, mode in modes.items():
             path.chmod(mode)
+        for path in _jail_leftovers() - left:  # what the breach left for staff to look at: the scratch, the cgroups
+            if path.name.startswith("grader-"):
+                shutil.rmtree(path)
+            else:
+                path.rmdir()
     assert not user_processes(student_uid())
+
+
+def _jail_leftovers() -> set[Path]:
+    """Scratch folders and question cgroups that exist now."""
+    found = set(Path(tempfile.gettempdir()).glob("grader-q*-*"))
+    for controller in ("cpu", "memory"):
+        where = cgroup_parent(controller)
+        if not isinstance(where, str):
+            found |= set(where[0].glob("mp-grader-*"))
+    return found
 
 
 def test_ten_hostile_then_honest_runs_leave_the_honest_score_unchanged(tmp_path: Path) -> None:

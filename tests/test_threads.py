@@ -59,3 +59,31 @@ def predict_q1(images):
 
     expected = thread_count(enclosing_cpus(), usable_cores())
     assert f"threads {expected} {expected} {expected}" in by_question(report)["Q1"]["output"]
+
+
+def test_a_question_capped_at_its_share_reads_back_as_that_many_cpus() -> None:
+    """What the cap writes (a real cgroup, where one can be made) is what a child inside it would read."""
+    from grader.sandbox.cgroup import CpuCgroup, cgroup_parent, cpu_cap
+
+    assert cpu_cap(0.5, 2) == {"cpu.max": "50000 100000"}
+    assert cpu_cap(0.001, 1) == {"cpu.cfs_period_us": "100000", "cpu.cfs_quota_us": "1000"}  # the kernel's least
+    where = cgroup_parent("cpu")
+    if isinstance(where, str):
+        pytest.skip(f"no CPU scheduling groups here: {where}")
+    group = CpuCgroup.create(0.75)
+    try:
+        assert enclosing_cpus([(where[0], group.path, group.version)]) == 0.75
+    finally:
+        assert group.remove()
+
+
+def test_more_runs_than_the_machine_can_share_are_refused() -> None:
+    from grader.sandbox import SandboxError, prepare
+    from grader.sandbox.cgroup import cgroup_parent
+    from grader.threads import usable_cores
+
+    if isinstance(where := cgroup_parent("cpu"), str):
+        pytest.skip(f"no CPU scheduling groups here: {where}")
+    runs = int((enclosing_cpus() or usable_cores()) / 0.1) + 1
+    with pytest.raises(SandboxError, match=f"--cpu-share {runs}: .* under the 0.1 a run needs"):
+        prepare("namespace", "auto", [], cpu_share=runs)

@@ -65,7 +65,7 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
     for inside, outer in ((args.out, args.submissions), (args.out, args.data), (args.data, args.out)):
         if inside.resolve() == outer.resolve() or outer.resolve() in inside.resolve().parents:
             raise BatchError(f"{inside} must not lie inside {outer}")
-    args.memory_option, args.fairness, notes = [], [], []
+    args.memory_option, args.cpu_share, notes = [], None, []
     if args.jobs > 1 or args.dask:
         if args.isolation in ("user", "process"):
             raise BatchError(f"--jobs {args.jobs}{' --dask' if args.dask else ''} with --isolation {args.isolation}: "
@@ -73,12 +73,14 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
                              "(bubblewrap), or --jobs 1")
         args.isolation = "namespace"
         try:
-            prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=True).close()
+            prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=args.jobs).close()
         except SandboxError as exc:
             raise BatchError(f"concurrent runs need the namespace layer and a CPU scheduling group per question "
                              f"(time limits are wall-clock: a neighbour must not take a run's CPU), and they could not "
                              f"be had: {exc}. Grade with --jobs 1 (and no --dask)") from None
-        args.fairness = ["--require-cpu-share"]
+        # Each run is capped at its share of the machine: `jobs` runs at once here; on a remote Dask worker,
+        # as many as the worker has threads (grade_remote).
+        args.cpu_share = None if args.dask not in (None, "local") else args.jobs
         left = memory_left_mib() if args.dask in (None, "local") else None  # a remote worker's is its own
         if left is not None:
             share = left // args.jobs - GRADER_MIB
@@ -106,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     out = args.out.resolve()
     options = (f"--device={args.device}", f"--isolation={args.isolation}", f"--memory-accounting={args.memory_accounting}",
-               *args.memory_option, *args.fairness)
+               *args.memory_option)
     settings = Settings(args.config.resolve(), args.data.resolve(), options,
                         grading_key(config, args.data.resolve(), list(options)), config.time_budget + GRADER_MARGIN,
-                        MAX_JOBS if args.dask else args.jobs)
+                        MAX_JOBS if args.dask else args.jobs, args.cpu_share)
     # Each submission's files go under OUT/submissions/, apart from the class report: a submission named like
     # a report (scores.csv.zip) can never take its place.
     batch = Batch(settings, out / SUBMISSIONS)

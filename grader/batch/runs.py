@@ -3,6 +3,7 @@ as tasks on a Dask cluster, into OUT/<submission>/, with a key that lets a rerun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -78,6 +79,7 @@ class Settings:
     key: str  # grading_key() of the above
     timeout: float  # seconds a grader process gets before it is killed
     slots: int  # student users a machine may use at once
+    cpu_share: int | None = None  # runs a machine has at once, each capped at its share of the CPUs (--cpu-share)
 
 
 class Batch:
@@ -121,7 +123,8 @@ class Batch:
             if not problem:
                 argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data",
                         str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
-                        f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options]
+                        f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options,
+                        *([f"--cpu-share={self.settings.cpu_share}"] if self.settings.cpu_share else [])]
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -172,9 +175,20 @@ def grade_slotted(batch: Batch, entry: Entry) -> Outcome:
 OUTPUT_FILES = ("results.json", "grading.json", "grader.log", "predictions.npz")
 
 
+def on_worker(settings: Settings) -> Settings:
+    """The settings as the Dask worker running this task sees them: on a remote cluster its machine runs as
+    many tasks at once as the worker has threads, each capped at that share of the CPUs."""
+    if settings.cpu_share is not None:
+        return settings
+    from distributed import get_worker
+
+    return dataclasses.replace(settings, cpu_share=get_worker().state.nthreads)
+
+
 def grade_remote(settings: Settings, entry: Entry) -> dict[str, bytes]:
     """A Dask task: grade one submission on the worker, in a private temporary folder, and return the
     files the batch keeps for it."""
+    settings = on_worker(settings)
     with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
         folder = Path(tmp) / entry.name
         grade_slotted(Batch(settings, Path(tmp)), entry)

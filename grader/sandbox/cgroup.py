@@ -203,18 +203,31 @@ class QuestionCgroup:
                 time.sleep(0.02)
 
 
+PERIOD_US = 100_000  # the scheduler's accounting period for a cap (the kernel's default)
+
+
+def cpu_cap(cpus: float, version: int) -> dict[str, str]:
+    """The files that cap a cgroup at `cpus` CPUs' worth of time per period."""
+    quota = max(1000, round(cpus * PERIOD_US))  # the kernel's smallest quota is 1 ms
+    if version == 2:
+        return {"cpu.max": f"{quota} {PERIOD_US}"}
+    return {"cpu.cfs_period_us": str(PERIOD_US), "cpu.cfs_quota_us": str(quota)}
+
+
 class CpuCgroup(QuestionCgroup):
     """One question's CPU scheduling group (v1's cpu controller, or v2's): the kernel's fair scheduler then
     shares the CPU between groups before it shares it between processes, so however many processes (or
     sessions, which escape autogroups) a student starts, a neighbouring question gets its share. The default
-    weight, the same for every question. In v2 the memory cgroup, when there is one, is this group too."""
+    weight, the same for every question; with `cpus`, also a cap, so that a run beside others has the same
+    CPU time whether its neighbours are busy or idle. In v2 the memory cgroup, when there is one, is this
+    group too."""
 
     @classmethod
-    def create(cls) -> "CpuCgroup":
+    def create(cls, cpus: float | None = None) -> "CpuCgroup":
         where = cgroup_parent("cpu")
         if isinstance(where, str):
             raise OSError(where)
-        group = cls.make(*where, {}, {})
+        group = cls.make(*where, cpu_cap(cpus, where[1]) if cpus else {}, {})
         return cls(group.path, group.version)
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.sandbox.cgroup import CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent
+from grader.sandbox.cgroup import CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
 from grader.sandbox.cleanup import remove_sysv_ipc
 from grader.sandbox.errors import ContainmentError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
@@ -51,7 +51,10 @@ class Jail:
         # In cgroup v2 a process is in one cgroup: a v2 memory cgroup whose parent delegates cpu is the CPU group too.
         shared = self.cgroup is not None and cgroup_parent("cpu") == (self.cgroup.path.parent, 2)
         try:
-            self.cpu = CpuCgroup.create() if sandbox.cpu_share and not shared else None
+            if shared and sandbox.cpus and self.cgroup is not None:
+                for name, value in cpu_cap(sandbox.cpus, 2).items():
+                    (self.cgroup.path / name).write_text(value)
+            self.cpu = CpuCgroup.create(sandbox.cpus) if sandbox.cpu_share and not shared else None
         except OSError:
             if self.cgroup is not None:
                 self.cgroup.remove()

@@ -16,16 +16,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent
+from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent, enclosing_cpus
 from grader.sandbox.cleanup import KNOWN_SHARED, WALK_SECONDS, sweep, walk_world_writable
 from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import bwrap_base, interpreter_paths, probe_bwrap
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
+from grader.threads import usable_cores
 
 ISOLATIONS = ("auto", "namespace", "user", "process")
 MEMORY_ACCOUNTING = ("auto", "cgroup", "processes")
+MIN_CPUS = 0.1  # the least CPU time a run beside others may be left
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
 
@@ -49,6 +51,7 @@ class Sandbox:
     tmpfs_size: bool = False  # bubblewrap can cap the private /tmp and /dev/shm
     cgroups: bool = False
     cpu_share: bool = False  # each question its own CPU scheduling group
+    cpus: float | None = None  # each question's cap in CPUs, when runs share the machine (a batch)
     marker: str = field(default_factory=lambda: secrets.token_hex(8))
     protected: list[Path] = field(default_factory=list)
     breach: str | None = None
@@ -107,19 +110,20 @@ def _python_blocked() -> str | None:
 
 
 def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path] | None = None,
-            user: str = DEFAULT_USER, cpu_share: bool = False) -> Sandbox:
+            user: str = DEFAULT_USER, cpu_share: int | None = None) -> Sandbox:
     """Choose the strongest isolation available (or the one asked for) and get it ready.
 
     Refuses (SandboxError) rather than weaken: an asked-for layer that is missing, root without a way to
     run student code as another user (unless `isolation="process"`), another run holding the lock, no CPU
-    scheduling group per question when `cpu_share` asks for one (runs beside others: a batch)."""
+    scheduling group per question when `cpu_share` asks for one. `cpu_share=N`: this run is one of up to N on
+    the machine at once (a batch), and each question is capped at 1/N of the CPUs the grader may use."""
     protected = [p.resolve() for p in (protected or [])]
     root = os.geteuid() == 0
     if isolation not in ISOLATIONS:
         raise SandboxError(f"unknown isolation {isolation!r} (expected one of {', '.join(ISOLATIONS)})")
     if isolation == "process":
         if cpu_share:
-            raise SandboxError("--require-cpu-share: the process layer makes no CPU scheduling group per question")
+            raise SandboxError("--cpu-share: the process layer makes no CPU scheduling group per question")
         return _process_sandbox("asked for with --isolation process", root)
     if isolation == "user" and not root:
         raise SandboxError("--isolation user needs root (run in the Docker image, or as root)")
@@ -148,7 +152,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
             layers["namespaces"] = f"not in force: {why}"
             if not root:
                 if cpu_share:
-                    raise SandboxError("--require-cpu-share: CPU scheduling groups need root")
+                    raise SandboxError("--cpu-share: CPU scheduling groups need root")
                 return _process_sandbox(f"namespaces unavailable ({why}) and the grader is not root", root)
     where = MemoryCgroup.parent() if memory != "processes" else "--memory-accounting processes"
     cgroups = not isinstance(where, str)
@@ -160,16 +164,24 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         spent = "its private /tmp and /dev/shm" if bwrap else "the growth of the shared tmpfs folders"
         layers["memory"] = (f"resident anonymous and shared memory, memfd files and {spent} of the student's "
                             f"processes (no cgroup: {where})")
-    cpu_where = cgroup_parent("cpu")
+    cpu_where, cpus = cgroup_parent("cpu"), None
     if isinstance(cpu_where, str):
         if cpu_share:
-            raise SandboxError(f"--require-cpu-share: {cpu_where}; a run beside others could take their CPU time")
+            raise SandboxError(f"--cpu-share: {cpu_where}; a run beside others could take their CPU time")
         layers["cpu"] = f"not in force: {cpu_where}"
     else:
         layers["cpu"] = ("a CPU scheduling group (cgroup) per question, of the same weight as any other: however "
                          "many processes a neighbour starts, it cannot take this question's share")
+        if cpu_share:
+            machine = enclosing_cpus() or usable_cores()
+            cpus = machine / cpu_share
+            if cpus < MIN_CPUS:
+                raise SandboxError(f"--cpu-share {cpu_share}: {machine:g} CPUs shared by {cpu_share} runs leaves "
+                                   f"{cpus:.2f} CPU each, under the {MIN_CPUS} a run needs")
+            layers["cpu"] += (f", capped at {cpus:.2f} CPU ({machine:g} shared by {cpu_share} runs), busy "
+                              "neighbours or idle")
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
-                      tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str),
+                      tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
                       protected=closed_paths(protected) if root else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
