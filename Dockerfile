@@ -17,6 +17,8 @@ COPY requirements.txt setup.sh /autograder/source/
 COPY build-ca/ /usr/local/share/ca-certificates/
 RUN TORCH_INDEX="$TORCH_INDEX" bash /autograder/source/setup.sh
 COPY . /autograder/source/
-RUN cp /autograder/source/run_autograder /autograder/run_autograder && chmod 755 /autograder/run_autograder
+# Closed once, here: the grader never changes modes while it grades, and refuses when it finds these open.
+RUN cp /autograder/source/run_autograder /autograder/run_autograder && chmod 755 /autograder/run_autograder \
+    && chmod 700 /autograder/source
 WORKDIR /autograder
 CMD ["/autograder/run_autograder"]

@@ -31,7 +31,7 @@ CONFIG ?= grader/config.toml
 SUBMISSION_ZIP ?= submission.zip
 AUTOGRADER_ZIP ?= autograder.zip
 
-.PHONY: grade test lint setup autograder submission-zip docker-image docker-grade docker-test
+.PHONY: grade test lint setup protect autograder submission-zip docker-image docker-grade docker-test
 setup: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
@@ -39,7 +39,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 		"the virtual environment goes to $(VENV)"; install -d -m 755 "$$(dirname "$(VENV)")"; fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@$(MAKE) --no-print-directory protect
 	rm -f $(VENV)/.installed-* && touch $@
+
+# As root, what student code must never read is closed once, at set-up (setup.sh and the Dockerfile do the
+# same in the image): a grading run never changes modes, and in the user layer refuses to start when it
+# finds these open.
+protect:
+	@if [ "$$(id -u)" = 0 ]; then chmod go-rwx grader reference_data $$(test -e .git && echo .git) && \
+		echo "make: grader/, reference_data/ and .git closed to other users (student code runs as one)"; fi
 
 grade: $(STAMP)
 	$(PY) -m grader --submission $(SUBMISSION) --data reference_data --results $(RESULTS) --device $(DEVICE) --config $(CONFIG) \

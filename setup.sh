@@ -18,3 +18,12 @@ export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 export PIP_BREAK_SYSTEM_PACKAGES=1
 python3 -m pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} -r "$SOURCE/requirements.txt"
 python3 -c 'import torch, torchvision, numpy; print("setup.sh: torch", torch.__version__, "CUDA build" if torch.version.cuda else "CPU build")'
+# The users student code runs as and is killed from (grader/sandbox/users.py), made here so that grading
+# needs no writable /etc; and what student code must never read (the reference data, the config, the
+# grader: all of this folder) closed here, once: grading never changes modes, and refuses to start when it
+# finds them open.
+for user in grader-student grader-killer; do
+    id -u "$user" > /dev/null 2>&1 || useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$user"
+done
+chmod 700 "$SOURCE"

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import REPO, by_question, config_with, grade, make_reference, write_submission
+from conftest import INSTALL_CLOSED, REPO, by_question, config_with, grade, make_reference, write_submission
 from grader.sandbox import jail as jail_module
 from grader.sandbox import DEFAULT_USER, SandboxError, prepare, user_processes
 from grader.sandbox.cgroup import cgroup_parent
@@ -501,6 +501,7 @@ def test_labels_config_git_and_grader_are_out_of_reach(open_dir: Path, layer: st
     metadata.chmod(0o644)
     targets = [tmp_path / "data" / "q1" / "labels.npy", tmp_path / "config.toml", REPO / "grader" / "scoring.py",
                REPO / ".git" / "HEAD", REPO / "reference_data" / "q1" / "labels.npy", metadata]
+    installed = {p: stat.S_IMODE(p.stat().st_mode) for p in INSTALL_CLOSED if p.exists()}
     code = f"""
 import pwd, os
 print("running as", pwd.getpwuid(os.getuid()).pw_name)
@@ -525,8 +526,70 @@ def predict_q1(images):
     assert output.count("refused") == len(targets) + 1
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     assert "# planted" not in (REPO / "grader" / "scoring.py").read_text()
-    assert (REPO / "grader").stat().st_mode & 0o005 == 0o005  # modes restored after grading
-    assert metadata.stat().st_mode & 0o777 == 0o644
+    assert {p: stat.S_IMODE(p.stat().st_mode) for p in installed} == installed  # closed at set-up, never changed
+    assert metadata.stat().st_mode & 0o777 == 0o644  # closed for the run, then restored
+
+
+def test_grading_changes_no_mode_in_the_grader_folder(open_dir: Path, layer: str, monkeypatch) -> None:
+    """The checkout (or the image's /autograder/source) is closed at install time: no grading run chmods
+    anything in it (a build made meanwhile would bake the modes in, and the folder may be read-only). The
+    namespace layer closes nothing at all."""
+    calls: list[Path] = []
+    real = os.chmod
+
+    def chmod(path, mode, **kwargs) -> None:
+        calls.append(Path(path).resolve())
+        real(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "chmod", chmod)
+    rc, _ = grade_q1(open_dir, "def predict_q1(images):\n    return scores(images)\n", layer)
+    assert rc == 0
+    assert not [c for c in calls if c == REPO or REPO in c.parents], calls
+    inputs = {open_dir / "data", open_dir / "config.toml"}  # handed in from outside: closed for a user-layer run
+    assert inputs & set(calls) == (set() if layer == "namespace" else inputs), calls
+
+
+def test_an_open_grader_folder_is_refused_in_the_user_layer_and_left_as_it_is(open_dir: Path) -> None:
+    need("user")
+    path = REPO / "reference_data"
+    mode = stat.S_IMODE(path.stat().st_mode)
+    path.chmod(0o755)
+    try:
+        rc, report = grade_q1(open_dir, "def predict_q1(images):\n    return scores(images)\n", "user")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    finally:
+        path.chmod(mode)
+    assert rc != 0 and report["tests"][0]["score"] == 0
+    assert f"{path} is open to other users" in report["output"] and "make protect" in report["output"]
+    assert "running as" not in json.dumps(report)  # refused before any student code
+
+
+def test_labels_inside_a_mounted_system_folder_are_hidden_by_the_namespace(open_dir: Path) -> None:
+    """The namespace layer mounts /usr and the like read-only; reference data kept there (a checkout in
+    /usr/local/src, say) is covered, not closed: its modes stay open and the student reads nothing."""
+    need("namespace")
+    home = Path(tempfile.mkdtemp(prefix="mp-grader-test-", dir="/usr/local/share"))
+    try:
+        home.chmod(0o755)
+        data = make_reference(home / "data", n_q1=20)
+        subprocess.run(["chmod", "-R", "go+rX", str(home)], check=True)
+        code = f"""
+for path in {[str(data / "q1" / "labels.npy"), str(data / "q1" / "images.npy")]!r}:
+    try:
+        print("READ", len(open(path, "rb").read()), path)
+    except OSError as exc:
+        print("refused", type(exc).__name__, path)
+def predict_q1(images):
+    return scores(images)
+"""
+        submission = write_submission(open_dir / "submission", code + VALID_SCORES)
+        rc, report = grade(submission, data, open_dir / "results.json", "--config", str(config_with(open_dir, "q1")),
+                           *LAYERS["namespace"])
+        output = by_question(report)["Q1"]["output"]
+        assert rc == 0 and output.count("refused") == 2 and "READ" not in output, output
+        assert stat.S_IMODE((data / "q1" / "labels.npy").stat().st_mode) == 0o644
+    finally:
+        shutil.rmtree(home)
 
 
 def test_files_left_in_world_writable_folders_are_removed(tmp_path: Path, layer: str) -> None:

@@ -28,8 +28,8 @@ from grader.batch.runs import (MAX_JOBS, Batch, Outcome, Settings, grading_key, 
 from grader.batch.submissions import BatchError, discover
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config
 from grader.inputs import protected_inputs
-from grader.sandbox import (ISOLATIONS, MEMORY_ACCOUNTING, SandboxError, closed_paths, closed_to_others, ensure_user,
-                            memory_left_mib, prepare)
+from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, SandboxError, closed_paths, closed_to_others,
+                            ensure_user, memory_left_mib, prepare, probe_bwrap)
 from grader.text import markdown_code, printable
 
 GRADER_MARGIN = 120  # seconds a grader process may take beyond the assignment's time budget before it is killed
@@ -89,6 +89,9 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
                     raise BatchError(f"{left} MiB of memory is too little for {args.jobs} runs at once")
                 args.memory_option = [f"--memory-limit={share}"]
                 notes.append(f"Memory: {left} MiB shared by {args.jobs} runs: each question's limit is {share} MiB.")
+    elif args.isolation == "auto" and os.geteuid() == 0:
+        # One layer for the whole batch: its inputs are closed for it only in the user layer.
+        args.isolation = "namespace" if probe_bwrap(*ensure_user(DEFAULT_USER)) is None else "user"
     return notes
 
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     root = os.geteuid() == 0
     uids = [ensure_user(u)[0] for u in student_users(settings.slots if not args.dask else args.jobs)] if root else []
     closed = (closed_paths([*protected_inputs(args.data, config), args.submissions.resolve(), out])
-              if root and args.isolation != "process" else [])
+              if root and args.isolation == "user" else [])  # the namespace layer shows the student none of them
     where = f"on the Dask cluster {args.dask}" if args.dask else f"{args.jobs} at a time"
     print(f"{len(entries)} submissions: {len(outcomes)} already graded with these settings, {len(todo)} to grade, "
           f"{where}", file=sys.stderr)

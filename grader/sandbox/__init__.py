@@ -24,7 +24,7 @@ One module per concern, each stating in its docstring the guarantee it keeps and
 - namespaces.py: bubblewrap's arguments, and the probe that it works here
 - users.py: the student and killer users, killing every process of one, one run per user (the lock)
 - launch.py, killer.py: small programs run by path (join the cgroup and drop privileges; kill)
-- closing.py: what student code must never read, closed while it may run
+- closing.py: what student code must never read, closed while it may run (the grader's own folder: at install time)
 - jail.py: one question's processes, their memory and their end
 - procfs.py: which processes are the student's, and whether they are gone
 - memory.py, cgroup.py: memory counted the processes' way, and the kernel's
@@ -37,9 +37,10 @@ from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare
 from grader.sandbox.memory import resident_bytes
+from grader.sandbox.namespaces import probe_bwrap
 from grader.sandbox.procfs import user_processes
 from grader.sandbox.users import DEFAULT_USER, ensure_user, open_lock
 
 __all__ = ["DEFAULT_USER", "ISOLATIONS", "MEMORY_ACCOUNTING", "ContainmentError", "Jail", "Sandbox", "SandboxError",
            "closed_paths", "closed_to_others", "enclosing_cpus", "ensure_user", "memory_left_mib", "open_lock",
-           "prepare", "protected", "resident_bytes", "user_processes"]
+           "prepare", "probe_bwrap", "protected", "resident_bytes", "user_processes"]

@@ -1,10 +1,15 @@
 """Closing what student code must never read (user layer), and proving it safe to reopen.
 
-Guarantee: while student code may run, the protected paths (reference data, config, grader, checks), the
-.git of the work trees holding them and the reference data kept beside the grader are mode 0700 to their
-owner, so the student user cannot read them. Their modes come back only once no process of any student
-user is left; otherwise they stay closed and the reason is kept for staff. Relies on: root owning the
-paths (the student user is not their owner) and on procfs.py to see every process of the student user.
+Guarantee: while student code may run in the user layer, the protected paths (reference data, config,
+grader, checks), the .git of the work trees holding them and the reference data kept beside the grader are
+unreadable to the student user. What lies in the grader's own folder (the checkout, or the image's
+/autograder/source) is closed once, at install time (setup.sh, the Dockerfile, `make protect`): a grading
+run never changes its modes, and refuses, changing nothing, when it finds it open. What a run is handed
+from elsewhere (a data folder, Gradescope's metadata, a batch's export) it closes to everyone but its owner
+for the run; those modes come back only once no process of any student user is left; otherwise they stay
+closed and the reason is kept for staff. The namespace layer closes nothing: its mount namespace shows the
+student none of these (namespaces.py). Relies on: root owning the paths (the student user is not their
+owner) and on procfs.py to see every process of the student user.
 """
 from __future__ import annotations
 
@@ -31,6 +36,16 @@ def inaccessible_ancestor(path: Path) -> Path | None:
     return None
 
 
+def within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def open_to_others(path: Path) -> bool:
+    """Whether users other than the owner may reach `path`: group or other bits on it, and every folder on
+    the way open to others."""
+    return inaccessible_ancestor(path.parent) is None and bool(stat.S_IMODE(path.lstat().st_mode) & 0o077)
+
+
 def _git_dirs(paths: list[Path]) -> set[Path]:
     """The .git folder of every work tree holding one of `paths`: its objects hold copies of committed files."""
     found = set()
@@ -54,10 +69,20 @@ def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
     """Close `paths` to everyone but their owner for the duration, and restore their modes afterwards, but
     only once no process of any of `uids` is left (else they stay closed). Yields a list that holds, at the
     end, what kept them closed; the caller may add its own reason before the end to keep them closed.
-    Raises SandboxError, changing nothing, when a path open to others cannot be closed (read-only mount)."""
+    Raises SandboxError, changing nothing, when a path open to others lies in the grader's own folder (closed
+    at install time, never here) or cannot be closed (a read-only mount)."""
+    installed = [p for p in paths if within(p, REPOSITORY) and open_to_others(p)]
+    if installed:
+        listed = " ".join(str(p) for p in installed)
+        raise SandboxError(f"{listed} {'is' if len(installed) == 1 else 'are'} open to other users, and student code "
+                           f"runs as one of them. The grader's own folder ({REPOSITORY}) is closed once, at install "
+                           f"time, never by a grading run: as root, run `chmod go-rwx {listed}` (`make protect` in a "
+                           "checkout; setup.sh and the Dockerfile do it), or install bubblewrap for the namespace layer")
     saved: dict[Path, int] = {}
     kept: list[str] = []
     for path in paths:
+        if within(path, REPOSITORY):
+            continue  # closed at install time (checked above): never changed here
         mode = stat.S_IMODE(path.lstat().st_mode)
         if not mode & 0o077:
             continue  # closed already (at install time, say): nothing to change, nothing to restore

@@ -143,7 +143,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
     else:
         why = probe_bwrap(uid, gid)
         if why is None:
-            bwrap, tmpfs_size = bwrap_base(interpreter_paths(protected))
+            bwrap, tmpfs_size = bwrap_base(interpreter_paths(protected), closed_paths(protected))
             layers["namespaces"] = ("private PID, mount, IPC, network, UTS and user namespaces (bubblewrap): only the "
                                     "interpreter and the scratch folder are visible")
         elif isolation == "namespace":
@@ -182,7 +182,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
                               "neighbours or idle")
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
-                      protected=closed_paths(protected) if root else [])
+                      protected=closed_paths(protected) if root and not bwrap else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
         # to an init that does not reap would hold one of the student user's process slots for good.

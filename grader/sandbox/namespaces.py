@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Sequence
 
+from grader.sandbox.closing import within
 from grader.sandbox.errors import SandboxError
 from grader.sandbox.users import launch_argv
 from grader.text import printable
@@ -24,10 +26,6 @@ from grader.text import printable
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
-
-
-def _within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
 
 
 @functools.cache
@@ -49,15 +47,15 @@ def interpreter_paths(protected: list[Path]) -> list[Path]:
     entries = {Path(p).resolve() for p in _child_sys_path() if p and Path(p).is_dir()}
     keep = set()
     for path in prefixes | entries:
-        if any(_within(path, s) for s in system):
+        if any(within(path, s) for s in system):
             continue
-        if any(_within(p, path) for p in protected):
+        if any(within(p, path) for p in protected):
             if path in prefixes:
                 raise SandboxError(f"the interpreter's folder {path} holds the grader's files or the reference data; "
                                    "use an interpreter installed elsewhere")
             continue
         keep.add(path)
-    return sorted(p for p in keep if not any(q != p and _within(p, q) for q in keep))
+    return sorted(p for p in keep if not any(q != p and within(p, q) for q in keep))
 
 
 @functools.cache
@@ -65,9 +63,11 @@ def _help_text(program: str) -> str:
     return subprocess.run([program, "--help"], capture_output=True, text=True, check=False, timeout=30).stdout
 
 
-def bwrap_base(paths: list[Path]) -> tuple[list[str], bool]:
+def bwrap_base(paths: list[Path], hidden: Sequence[Path] = ()) -> tuple[list[str], bool]:
     """bubblewrap's arguments, except the per-question folders and the command, and whether this
-    bubblewrap can cap the size of a tmpfs (--size, from 0.8)."""
+    bubblewrap can cap the size of a tmpfs (--size, from 0.8). Those of `hidden` (the protected paths) that
+    lie inside a system folder it mounts are covered: a folder by an empty read-only tmpfs, a file by
+    /dev/null, whatever their modes."""
     bwrap = shutil.which("bwrap") or "bwrap"
     helptext = _help_text(bwrap)
     args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
@@ -84,6 +84,9 @@ def bwrap_base(paths: list[Path]) -> tuple[list[str], bool]:
         args += ["--ro-bind", str(path), str(path)]
     for name in ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    mounted = [Path("/") / name for name in ROOT_DIRS] + [Path("/etc") / name for name in ETC_FILES]
+    for path in sorted(p for p in hidden if any(within(p, m.resolve()) for m in mounted)):
+        args += ["--tmpfs", str(path), "--remount-ro", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     gpus = sorted(str(p) for p in Path("/dev").glob("nvidia*") if not p.is_dir())
     for device in gpus:

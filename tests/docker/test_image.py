@@ -187,3 +187,21 @@ RUN rm -rf /autograder/source && mkdir /autograder/source && cd /autograder/sour
     config = hashlib.sha256((REPO / "grader" / "config.toml").read_bytes()).hexdigest()
     assert report["extra_data"]["grader"]["config_sha256"] == config
     assert sum(t["score"] for t in report["tests"]) > 0
+
+
+def test_grading_needs_no_writable_image_and_changes_no_mode(image: str, outside: dict, tmp_path: Path) -> None:
+    """What student code must never read was closed when the image was built (/autograder/source 0700) and
+    the users were made then too: the grade runs with the image's file system read-only (only /tmp and /run
+    writable, as tmpfs), equals the grade outside, and no mode under /autograder/source differs after it."""
+    results = tmp_path / "results"
+    results.mkdir()
+    listing = 'find /autograder/source -printf "%m %p\\n" | sort'
+    script = (f"{listing} > /tmp/before && /autograder/run_autograder && {listing} > /tmp/after && "
+              "diff /tmp/before /tmp/after && echo modes unchanged && stat -c 'source %a' /autograder/source")
+    ran = _run("docker", "run", "--rm", "--read-only", "--tmpfs", "/tmp:rw,exec,size=1g,mode=1777", "--tmpfs", "/run",
+               "--cpus", "0.5", "--memory", "768m", "--network", "none",
+               "-v", f"{REPO / 'submission'}:/autograder/submission:ro", "-v", f"{results}:/autograder/results",
+               image, "bash", "-c", script, timeout=900)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert "modes unchanged" in ran.stdout and "source 700" in ran.stdout, ran.stdout[-2000:]
+    assert _scores(json.loads((results / "results.json").read_text())) == _scores(outside)
