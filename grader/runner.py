@@ -28,7 +28,7 @@ from grader.protocol import POLL_SECONDS, Pipe, read_messages
 from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus
 from grader.threads import thread_settings, usable_cores
 from grader.text import printable
-from grader.upload import UploadError, copy_upload
+from grader.upload import UploadError, copy_upload, tree_bytes
 
 CHILD = Path(__file__).with_name("child.py")
 QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
@@ -195,7 +195,7 @@ def run_predictions(
     stop = threading.Event()
     proc, channel, threads = None, None, []
     try:
-        jail = sandbox.jail(question, limits.memory_bytes)
+        jail = sandbox.jail(question, limits.memory_bytes, images.nbytes + tree_bytes(submission))
     except (SandboxError, ContainmentError) as exc:
         raise GraderError(str(exc)) from None
     try:

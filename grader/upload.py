@@ -101,6 +101,11 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
                                       + (" (upload the file itself)" if stat.S_ISLNK(st.st_mode) else ""))
 
 
+def tree_bytes(root: Path) -> int:
+    """Bytes a copy of the checked upload at `root` takes, each file rounded up to whole 4 KiB blocks."""
+    return sum(-(-p.lstat().st_size // 4096) * 4096 + 4096 for p in root.rglob("*"))
+
+
 def open_regular(path: str | Path) -> tuple[int, os.stat_result] | None:
     """(descriptor, status) of `path` opened for reading when it is a regular file, checked before and after
     the open (the same file both times), else None. Nothing else is ever opened: a device node's open can

@@ -452,6 +452,7 @@ def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> No
             path.chmod(mode)
         for path in _jail_leftovers() - left:  # what the breach left for staff to look at: the scratch, the cgroups
             if path.name.startswith("grader-"):
+                subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)  # a tmpfs, if mounted
                 shutil.rmtree(path)
             else:
                 path.rmdir()
@@ -1004,3 +1005,39 @@ def predict_q1(images):
     while _gpu_free_bytes() < before - 2**28 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _gpu_free_bytes() >= before - 2**28
+
+
+def test_what_the_student_writes_is_bounded(tmp_path: Path, layer: str) -> None:
+    """Its copy of the submission and its home are a tmpfs of their own where root may mount one: writing
+    gigabytes there stops near the memory limit, as memory, and the disk other runs share is untouched."""
+    from grader.sandbox.scratch import mount_refused
+
+    if (why := mount_refused()) is not None:
+        pytest.skip(f"no tmpfs can be mounted here: {why}")
+    code = """
+import os
+written, error = 0, None
+block = b"x" * (4 << 20)
+try:
+    for i in range(1000):
+        for folder in (".", os.environ["HOME"]):
+            with open(os.path.join(folder, f"fill{i}"), "wb") as f:
+                f.write(block)
+            written += 4
+except OSError as exc:
+    error = exc.strerror
+print("wrote", written, "MiB:", error, flush=True)
+"""
+    before = shutil.disk_usage(tempfile.gettempdir()).used
+    rc, report = grade_q1(tmp_path, code + "def predict_q1(images):\n    return scores(images)\n", layer,
+                          "--memory-limit", "300")
+    grown = shutil.disk_usage(tempfile.gettempdir()).used - before
+    assert rc == 0
+    q1 = by_question(report)["Q1"]
+    if "error" in report["extra_data"]["metrics"]["q1"]:
+        assert report["extra_data"]["metrics"]["q1"]["error_kind"] == "memory", q1["output"]
+    else:
+        wrote = int(q1["output"].split("wrote ")[1].split()[0])
+        assert "No space left on device" in q1["output"] and wrote <= 300 + 64, q1["output"]
+    assert grown < 100 * 2**20, grown  # 8 GB were asked for
+    assert "a tmpfs of its own" in report["output"]

@@ -28,6 +28,7 @@ One module per concern, each stating in its docstring the guarantee it keeps and
 - jail.py: one question's processes, their memory and their end
 - procfs.py: which processes are the student's, and whether they are gone
 - memory.py, cgroup.py: memory counted the processes' way, and the kernel's
+- scratch.py: the scratch folder on a tmpfs of its own size, where root may mount one
 - cleanup.py: what the student left in shared folders and SysV IPC, removed
 - errors.py: the two refusals
 """

@@ -27,6 +27,7 @@ from grader.sandbox.errors import ContainmentError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
 from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, reap_orphans,
                                    session_processes, user_processes)
+from grader.sandbox.scratch import SLACK, mount_tmpfs, unmount
 from grader.sandbox.users import KILL_SECONDS, launch_argv
 
 if TYPE_CHECKING:
@@ -45,7 +46,8 @@ class Cleanup:
 class Jail:
     """One question's confinement: a root-owned scratch folder, the processes started in it, their memory."""
 
-    def __init__(self, sandbox: Sandbox, question: str, memory_limit: int):
+    def __init__(self, sandbox: Sandbox, question: str, memory_limit: int, contents: int = 0):
+        """`contents`: bytes the grader will put in the scratch folder (the images, the submission's copy)."""
         self.sandbox, self.memory_limit = sandbox, memory_limit
         self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None
         # In cgroup v2 a process is in one cgroup: a v2 memory cgroup whose parent delegates cpu is the CPU group too.
@@ -60,6 +62,16 @@ class Jail:
                 self.cgroup.remove()
             raise
         self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
+        self.mounted = False
+        if sandbox.scratch_tmpfs:
+            try:
+                mount_tmpfs(self.scratch, contents + memory_limit + SLACK)
+            except OSError:
+                for group in self.groups:
+                    group.remove()
+                self.scratch.rmdir()
+                raise
+            self.mounted = True
         os.chmod(self.scratch, 0o755)
         self.submission, self.home = self.scratch / "submission", self.scratch / "home"
         for folder in (self.submission, self.home):
@@ -72,6 +84,7 @@ class Jail:
         self._leftovers = 0
         self._tmpfs = tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
         self._baseline = shared_tmpfs_used(self._tmpfs)
+        self._scratch_baseline = 0  # what the grader put in a mounted scratch folder, set at start()
 
     @property
     def groups(self) -> list[QuestionCgroup]:
@@ -90,6 +103,8 @@ class Jail:
 
     def start(self, program: list[str], env: dict[str, str], pass_fds: tuple[int, ...]) -> subprocess.Popen:
         """Start `program` in the jail: in its namespaces, as the student, in its cgroup."""
+        if self.mounted:
+            self._scratch_baseline = used_bytes(str(self.scratch))
         info_read = None
         if self.sandbox.bwrap:
             info_read, info_write = os.pipe()
@@ -182,6 +197,8 @@ class Jail:
         used = memory_bytes(pids, self.memory_limit, deadline) + descriptor_bytes(pids, deadline)
         if self.init_pid:  # the private /tmp and /dev/shm
             used += sum(used_bytes(f"/proc/{self.init_pid}/root{m}") for m in ("/tmp", "/dev/shm"))
+        if self.mounted:  # what the student wrote to its scratch folder
+            used += max(0, used_bytes(str(self.scratch)) - self._scratch_baseline)
         now = shared_tmpfs_used(self._tmpfs)
         return used + sum(max(0, now.get(dev, 0) - before) for dev, before in self._baseline.items())
 
@@ -242,5 +259,8 @@ class Jail:
                     result.note = ("the search for world-writable folders did not finish; only those found were "
                                    "checked for leftover files")
             result.removed += remove_sysv_ipc(self.sandbox.uid)
+        if self.mounted and not unmount(self.scratch):
+            result.note = f"could not unmount the scratch folder {self.scratch}"
+            return result
         shutil.rmtree(self.scratch, ignore_errors=True)
         return result

@@ -22,6 +22,7 @@ from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import bwrap_base, interpreter_paths, probe_bwrap
+from grader.sandbox.scratch import mount_refused
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
 from grader.threads import usable_cores
 
@@ -52,6 +53,7 @@ class Sandbox:
     cgroups: bool = False
     cpu_share: bool = False  # each question its own CPU scheduling group
     cpus: float | None = None  # each question's cap in CPUs, when runs share the machine (a batch)
+    scratch_tmpfs: bool = False  # each question's scratch folder a tmpfs of its own size (scratch.py)
     marker: str = field(default_factory=lambda: secrets.token_hex(8))
     protected: list[Path] = field(default_factory=list)
     breach: str | None = None
@@ -70,11 +72,11 @@ class Sandbox:
             os.close(self._lock)
             self._lock = None
 
-    def jail(self, question: str, memory_limit: int) -> Jail:
+    def jail(self, question: str, memory_limit: int, contents: int = 0) -> Jail:
         if self.breach:
             raise ContainmentError(self.breach)
         try:
-            return Jail(self, question, memory_limit)
+            return Jail(self, question, memory_limit, contents)
         except OSError as exc:
             raise SandboxError(f"could not set up the question's confinement: {exc}") from None
 
@@ -180,8 +182,16 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
                                    f"{cpus:.2f} CPU each, under the {MIN_CPUS} a run needs")
             layers["cpu"] += (f", capped at {cpus:.2f} CPU ({machine:g} shared by {cpu_share} runs), busy "
                               "neighbours or idle")
+    refused = mount_refused()
+    if refused is None:
+        layers["disk"] = ("each question's scratch folder (its copy of the submission, its home) a tmpfs of its own, "
+                          "sized to what the grader puts there plus the memory limit, its growth counted as memory"
+                          + ("" if bwrap else "; the shared world-writable folders are not bounded in total"))
+    else:
+        layers["disk"] = f"not bounded in total ({refused}); each file the student writes is capped (RLIMIT_FSIZE)"
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
+                      scratch_tmpfs=refused is None,
                       protected=closed_paths(protected) if root and not bwrap else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented

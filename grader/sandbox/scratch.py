@@ -1,0 +1,52 @@
+"""A question's scratch folder on a file system of its own size, where root may mount one.
+
+Guarantee: where it can be mounted, the scratch folder (the child script, the images, the student's copy
+of its submission and its home) is a tmpfs sized to what the grader puts there plus the memory limit, so
+whatever the student writes there is bounded, and counted as memory (the cgroup charges it to the writer;
+without one the jail counts its growth). In the namespace layer it is, with the private /tmp and
+/dev/shm, everywhere the student can write: the disk other runs share is out of reach. Relies on: root
+with the right to mount (a plain machine or VM; default Docker and Gradescope have none, and say so).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import tempfile
+from pathlib import Path
+
+MS_NOSUID, MS_NODEV = 2, 4
+MNT_DETACH = 2
+SLACK = 16 * 2**20  # the child script and the file system's own blocks, beyond what the grader sizes
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def mount_tmpfs(folder: Path, size: int) -> None:
+    """Mount a tmpfs of `size` bytes (mode 0755, no set-uid, no devices) on `folder`. Raises OSError."""
+    options = f"size={size},mode=0755".encode()
+    if _libc().mount(b"tmpfs", str(folder).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"cannot mount a tmpfs on {folder}: {os.strerror(errno)}")
+
+
+def unmount(folder: Path) -> bool:
+    """Detach the file system mounted on `folder` (at once, even if something still holds it open)."""
+    return _libc().umount2(str(folder).encode(), MNT_DETACH) == 0
+
+
+def mount_refused() -> str | None:
+    """Why no tmpfs can be mounted here, or None (tried on a throwaway folder)."""
+    if os.geteuid() != 0:
+        return "mounting needs root"
+    folder = Path(tempfile.mkdtemp(prefix="grader-mount-probe-"))
+    try:
+        mount_tmpfs(folder, 2**20)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    else:
+        unmount(folder)
+    finally:
+        folder.rmdir()
+    return None
