@@ -24,6 +24,7 @@ from grader.report import ResultsFile, build_results, fallback_results, provenan
 from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, memory_left_mib, prepare,
                             protected)
 from grader.scoring import score_question
+from grader.split import private_mask, split_record
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
 from grader.upload import UploadError, stage_upload
@@ -142,7 +143,10 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
                                               error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
-                results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions)
+                private = private_mask(len(ref), cfg.private_fraction, config.split_seed, key) if cfg.split else None
+                results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions, private)
+                if cfg.split and results[key].error is None:
+                    results[key].metrics["split"] = split_record(cfg.private_fraction, config.split_seed)
         staff_problem |= results[key].staff_problem
         scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
     return results, scores, classes, staff_problem

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from grader.split import DEFAULT_SEED
 from grader.upload import UploadLimits
 
 if sys.version_info >= (3, 11):
@@ -42,13 +43,16 @@ class Bound:
     kind: type  # int or float
     low: float
     inclusive: bool = True  # value >= low, else value > low
+    high: float = math.inf  # value <= high
 
     def check(self, where: str, value: Any) -> Any:
         _check_type(where, value, int if self.kind is int else (int, float))
         value = self.kind(value)
-        if not math.isfinite(value) or not (value >= self.low if self.inclusive else value > self.low):
+        if not math.isfinite(value) or not (value >= self.low if self.inclusive else value > self.low) or value > self.high:
             what = "an integer" if self.kind is int else "a number"
-            raise ConfigError(f"{where}: expected {what} {'>=' if self.inclusive else '>'} {self.low:g}, got {value!r}")
+            upper = f" and <= {self.high:g}" if math.isfinite(self.high) else ""
+            raise ConfigError(f"{where}: expected {what} {'>=' if self.inclusive else '>'} {self.low:g}{upper}, "
+                              f"got {value!r}")
         return value
 
 
@@ -75,6 +79,15 @@ class QuestionConfig:
     mode: str = field(default="code", metadata={"doc": "code: run predict(); predictions: score an uploaded .npy file"})
     predictions_file: str = field(default="", metadata={"doc": "the .npy file graded in predictions mode "
                                                                "(default Q1_label_predictions.npy, Q2_sseg_predictions.npy)"})
+    private_fraction: float = field(default=0.0, metadata={"doc": "share of the images whose metrics decide the score "
+                                                                  "but are shown only at private_visibility (0: no split)",
+                                                           "bound": Bound(float, 0, high=0.95)})
+    private_visibility: str = field(default="after_due_date", metadata={"doc": "when the private part's score is shown"})
+    score_on: str = field(default="private", metadata={"doc": "what the thresholds apply to when split: private or all"})
+
+    @property
+    def split(self) -> bool:
+        return self.private_fraction > 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,8 @@ class GraderConfig:
     # Valid submissions per rolling 24 hours (0: no limit), and which earlier score stands past it.
     daily_submission_limit: int = field(default=0, metadata={"bound": Bound(int, 0)})
     over_limit_keeps: str = "best"
+    # The seed of the public/private split (grader/split.py): set your own to make it unguessable.
+    split_seed: str = DEFAULT_SEED
     source: Path = DEFAULT_CONFIG
     sha256: str = ""  # of the config file's text, for audits of a regrade
 
@@ -123,6 +138,7 @@ def _bounds(cls: type) -> dict[str, Bound]:
 _CHOICES = {
     "partial_credit": ("proportional", "none"), "combine": ("min", "mean"),
     "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES, "mode": ("code", "predictions"),
+    "private_visibility": VISIBILITIES, "score_on": ("private", "all"),
 }
 # The course's own file names for prediction-file mode.
 PREDICTION_FILES = {"q1": "Q1_label_predictions.npy", "q2": "Q2_sseg_predictions.npy"}
@@ -173,6 +189,10 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
         if not 0 < threshold <= 1:
             raise ConfigError(f"{where('thresholds')}.{metric}: expected a fraction in (0, 1], got {threshold!r}")
     values["thresholds"] = MappingProxyType({m: float(t) for m, t in thresholds.items()})
+    if values.get("private_fraction", 0) > 0 and values.get("private_visibility", "after_due_date") == "visible":
+        raise ConfigError(f"{where('private_visibility')}: a split question's private part must not be visible at "
+                          f"once (that would show the score it keeps for later): expected after_due_date, "
+                          f"after_published or hidden, or private_fraction = 0")
     return QuestionConfig(key=key, **values)
 
 
@@ -191,7 +211,7 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
     bounds = _bounds(GraderConfig)
-    grader_keys = ("device", "visibility", "stdout_visibility", "checks", "over_limit_keeps", *bounds)
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks", "over_limit_keeps", "split_seed", *bounds)
     for name in grader:
         if name not in grader_keys:
             raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")

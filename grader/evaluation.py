@@ -60,16 +60,16 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
 
 
 def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox,
-             keep_predictions: bool = False) -> QuestionResult:
+             keep_predictions: bool = False, private: np.ndarray | None = None) -> QuestionResult:
     """Grade one question, by running the submission's predict() in the sandbox or, in prediction-file mode,
     from its uploaded file; a StudentError or GraderError becomes `error`, anything else propagates.
-    `keep_predictions`: also return each image's predicted class ids (Q2: per pixel), as uint8."""
+    `keep_predictions`: also return each image's predicted class ids (Q2: per pixel), as uint8.
+    `private`: the split (grader/split.py); the same single pass then also gives each part's metrics."""
     num_classes = len(ref.classes)
-    accumulator: ClassificationAccumulator | SegmentationAccumulator
-    if ref.question == "q1":
-        accumulator, tail = ClassificationAccumulator(num_classes), (num_classes,)
-    else:
-        accumulator, tail = SegmentationAccumulator(num_classes), (num_classes, *ref.images.shape[1:3])
+    kind = ClassificationAccumulator if ref.question == "q1" else SegmentationAccumulator
+    tail = (num_classes,) if ref.question == "q1" else (num_classes, *ref.images.shape[1:3])
+    # The whole set's state is the parts' merged: one pass, each image counted once.
+    parts = [kind(num_classes)] if private is None else [kind(num_classes), kind(num_classes)]
     result = QuestionResult(ref.question, run=ChildRun(output=OutputTrim(cfg.output_limit)))
     kept: list[np.ndarray] = []
     from_file, labels_only = cfg.mode == "predictions", False
@@ -91,7 +91,13 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
         with closing(inner):
             for start, scores in source:
                 target = ref.labels[start : start + len(scores)]
-                accumulator.update(scores, target)
+                if private is None:
+                    parts[0].update(scores, target)
+                else:
+                    chosen = private[start : start + len(scores)]
+                    for part, mask in zip(parts, (~chosen, chosen)):
+                        if mask.any():
+                            part.update(scores[mask], target[mask])
                 if ref.question == "q1":
                     if keep_predictions:
                         kept.append(np.argmax(scores, axis=1).astype(np.uint8))
@@ -114,10 +120,16 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
         progress.close()
         if from_file:
             result.run.seconds = time.monotonic() - started
-    state = accumulator.compute()
-    if labels_only:  # AP ranks scores; labels have none
-        state["AP"], state["mAP"] = [math.nan] * num_classes, math.nan
+    def metrics(accumulator: ClassificationAccumulator | SegmentationAccumulator) -> tuple[dict, dict]:
+        state = accumulator.compute()
+        if labels_only:  # AP ranks scores; labels have none
+            state["AP"], state["mAP"] = [math.nan] * num_classes, math.nan
+        return state, (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)
+
+    whole = parts[0] if len(parts) == 1 else parts[0].merged(parts[1])  # type: ignore[arg-type]
+    state, result.metrics = metrics(whole)
+    if private is not None:
+        result.metrics["public"], result.metrics["private"] = (metrics(part)[1] for part in parts)
     result.predicted = np.concatenate(kept) if kept else None
     result.confusion_matrix = state["confusion_matrix"]
-    result.metrics = (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)
     return result

@@ -149,6 +149,12 @@ class ClassificationAccumulator:
     def update(self, scores: np.ndarray, target: np.ndarray) -> None:
         self.cm += confusion_matrix(target, np.argmax(scores, axis=1), self.num_classes)
 
+    def merged(self, other: "ClassificationAccumulator") -> "ClassificationAccumulator":
+        """The state of both sets of images together (the counts add)."""
+        both = ClassificationAccumulator(self.num_classes)
+        both.cm = self.cm + other.cm
+        return both
+
     def compute(self) -> dict:
         return {"n": int(self.cm.sum()), "accuracy": accuracy(self.cm),
                 "per_class_accuracy": per_class_accuracy(self.cm), "confusion_matrix": self.cm.copy()}
@@ -181,6 +187,14 @@ class SegmentationAccumulator:
         positives, total = score_histograms(target, scores)
         self.positives += positives
         self.total += total
+
+    def merged(self, other: "SegmentationAccumulator") -> "SegmentationAccumulator":
+        """The state of both sets of images together (counts and histograms add: AP and IoU are computed
+        from them, so the whole set's metrics come from its parts' states exactly)."""
+        both = SegmentationAccumulator(self.num_classes)
+        both.n, both.cm = self.n + other.n, self.cm + other.cm
+        both.positives, both.total = self.positives + other.positives, self.total + other.total
+        return both
 
     def compute(self) -> dict:
         aps = np.array([ap_from_histogram(p, t) for p, t in zip(self.positives, self.total)])

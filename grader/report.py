@@ -1,6 +1,7 @@
 """Reports: Gradescope's results.json (written atomically) and the terminal summary, in the course's format."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,8 +11,8 @@ from grader import __version__, visibility
 from grader.atomic import PendingFile
 from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
-from grader.scoring import Score
-from grader.visibility import VISIBLE, may_show, number, test_visibility, visible_score, withheld
+from grader.scoring import Score, score_question, scored_metrics
+from grader.visibility import VISIBLE, WHEN, may_show, number, test_visibility, visible_score, withheld
 
 LEADERBOARD = (("q1", "accuracy", "Q1 accuracy"), ("q2", "mAP", "Q2 mAP"), ("q2", "mIoU", "Q2 mIoU"))
 
@@ -24,10 +25,9 @@ def _two(x: float | None) -> str:
     return "n/a" if x is None else f"{x:0.2f}"
 
 
-def metrics_text(result: QuestionResult) -> str:
-    """The course's own print-out of the metrics."""
-    m = result.metrics
-    if result.question == "q1":
+def metrics_text(question: str, m: dict) -> str:
+    """The course's own print-out of a question's metrics (the whole set's, or a part's)."""
+    if question == "q1":
         lines = [f"Accuracy: {_pct(m['accuracy'])}"]
         lines += [f"Accuracy of {name} : {_pct(v)}" for name, v in m["per_class_accuracy"].items()]
     else:
@@ -45,8 +45,10 @@ def shown_error(cfg: QuestionConfig, result: QuestionResult) -> tuple[str, str]:
     return result.error or "", result.details
 
 
-def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
-    n = result.metrics.get("n")
+def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part: str = "") -> str:
+    """A question's test output. For a split question, `part` "public" is the test students see now (the
+    public part's metrics and what they would score, the run's notes and printed output) and "scored" the
+    test that carries the points (the metrics the score comes from, and the score)."""
     where = f" on {result.run.device}" if result.run.device else ""
     if result.error is not None:
         error, details = shown_error(cfg, result)
@@ -54,8 +56,21 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score) -> st
         if details:
             parts.append(details.rstrip())
     else:
-        parts = [metrics_text(result), f"({n} held-out images, {result.run.seconds:.1f} s{where})"]
-    parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
+        shown = (result.metrics["public"] if part == "public" else scored_metrics(cfg, result.metrics)) or {}
+        private = part == "scored" and cfg.score_on == "private"
+        label = "the public part's " if part == "public" else "the private part's " if private else ""
+        parts = [metrics_text(result.question, shown),
+                 f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{where})"]
+    if part == "public":
+        counted = "the private part's images" if cfg.score_on == "private" else "all the held-out images"
+        note = f"Your score comes from {counted}, and is shown {WHEN.get(cfg.private_visibility, 'later')}."
+        if result.error is None:
+            note += f" On this public part alone it would be {score.points:g} / {score.max_points:g} ({score.reason})."
+        parts.append(note)
+    else:
+        parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
+    if part == "scored":  # the run's notes and printed output are in the public part's test
+        return "\n\n".join(parts) + "\n"
     if result.run.leftovers:
         parts.append(f"{result.run.leftovers} process(es) your code left running were stopped.")
     if result.run.cleanup_note:
@@ -78,18 +93,21 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
     tests, metrics = [], {}
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
+        if cfg.split:
+            tests.append({"name": f"{cfg.title} (public part)", "score": 0, "max_score": 0, "visibility": cfg.visibility,
+                          "output": test_output(cfg, result, public_score(cfg, result), "public"),
+                          "extra_data": {"part": "public"}})
         tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
-                      "status": "passed" if score.full_credit else "failed", "visibility": cfg.visibility,
-                      "output": test_output(cfg, result, score)})
+                      "status": "passed" if score.full_credit else "failed", "visibility": scored_visibility(cfg),
+                      "output": test_output(cfg, result, score, "scored" if cfg.split else "")})
         metrics[key] = result.reported_metrics
     leaderboard, hidden = [], withheld_columns(config)
     for key, name, title in LEADERBOARD:
         if key in config.questions and title not in hidden:
-            value = metrics[key].get(name)
+            board = metrics[key].get("public") if config.questions[key].split else metrics[key]  # what students see now
+            value = (board or {}).get(name)
             leaderboard.append({"name": title, "value": round(value, 4) if value is not None else 0, "order": "desc"})
-    summary = [f"{cfg.title}: {scores[k].points:g} / {scores[k].max_points:g}"
-               if may_show(cfg.visibility, visibility.TOP_OUTPUT) else withheld(cfg.title, cfg.visibility)
-               for k, cfg in config.questions.items()]
+    summary = [_summary_line(cfg, results[k], scores[k]) for k, cfg in config.questions.items()]
     return {
         "tests": tests + extra_tests,
         "leaderboard": leaderboard + list(extra_leaderboard),
@@ -99,6 +117,33 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "stdout_visibility": config.stdout_visibility,
         "extra_data": {"metrics": metrics, "grader": provenance(config)},
     }
+
+
+def scored_visibility(cfg: QuestionConfig) -> str:
+    """Who sees the test that carries a question's points: a split question's private part is for later."""
+    return cfg.private_visibility if cfg.split else cfg.visibility
+
+
+def public_score(cfg: QuestionConfig, result: QuestionResult) -> Score:
+    """What a split question's public part alone would score (shown, never counted)."""
+    public = result.metrics.get("public") if result.error is None else None
+    return score_question(dataclasses.replace(cfg, score_on="all"), public)
+
+
+def _summary_line(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
+    """A question's line in the top-level output, which students see at once."""
+    if not cfg.split:
+        return (f"{cfg.title}: {score.points:g} / {score.max_points:g}" if may_show(cfg.visibility, visibility.TOP_OUTPUT)
+                else withheld(cfg.title, cfg.visibility))
+    if not may_show(cfg.visibility, visibility.TOP_OUTPUT):
+        return withheld(cfg.title, cfg.visibility)
+    public = result.metrics.get("public") if result.error is None else None
+    shown = ", ".join(f"{m} {_value_text(m, public.get(m))}" for m in cfg.thresholds) if public else "not graded"
+    return f"{cfg.title}: public part: {shown}; {withheld('score', scored_visibility(cfg))}"
+
+
+def _value_text(metric: str, value: float | None) -> str:
+    return _pct(value) if metric == "accuracy" else _two(value)
 
 
 def withheld_columns(config: GraderConfig) -> set[str]:
@@ -159,10 +204,15 @@ def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], s
     place, blocks, shown = config.stdout_visibility, [], []
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
-        if not may_show(cfg.visibility, place):
-            blocks.append(f"== {withheld(cfg.title, cfg.visibility)}")
+        error = f"ERROR: {shown_error(cfg, result)[0]}" if result.error is not None else ""
+        if cfg.split and may_show(cfg.visibility, place):
+            public = result.metrics.get("public") or {}
+            blocks.append(f"== {cfg.title}: public part ({public.get('n', 0)} images)\n"
+                          + (error or metrics_text(key, public)))
+        if not may_show(scored_visibility(cfg), place):
+            blocks.append(f"== {withheld(cfg.title, scored_visibility(cfg))}")
             continue
-        body = f"ERROR: {shown_error(cfg, result)[0]}" if result.error is not None else metrics_text(result)
+        body = error or metrics_text(key, scored_metrics(cfg, result.metrics) or {})
         blocks.append(f"== {cfg.title}: {score.points:g} / {score.max_points:g}\n{body}")
         shown.append({"score": score.points, "max_score": score.max_points})
     for test in extra_tests:

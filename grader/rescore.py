@@ -23,7 +23,9 @@ from grader.batch.class_report import total, write_csv
 from grader.batch.runs import Outcome, read_report
 from grader.batch.submissions import Entry
 from grader.config import ConfigError, GraderConfig, load_config
+from grader.report import scored_visibility
 from grader.scoring import score_question
+from grader.split import split_record
 from grader.text import FORMULA_START, csv_cell, markdown_code
 
 
@@ -33,12 +35,15 @@ def rescored(report: dict, config: GraderConfig) -> dict:
     metrics = new.get("extra_data", {}).get("metrics", {})
     for test in new.get("tests", []):
         key = str(test.get("name", ""))[:2].lower()
-        if key not in config.questions:
-            continue  # an instructor check: kept as it was
+        if key not in config.questions or (test.get("extra_data") or {}).get("part") == "public":
+            continue  # an instructor check, or a split question's public part (no points): kept as it was
         cfg, stored = config.questions[key], metrics.get(key)
         graded = isinstance(stored, dict) and "error" not in stored
+        if graded and stored.get("split") != (split_record(cfg.private_fraction, config.split_seed) if cfg.split else None):
+            raise ConfigError(f"the new config splits {key.upper()}'s images otherwise than the graded one did "
+                              "(private_fraction or split_seed): the parts' metrics change, so regrade instead")
         score = score_question(cfg, stored if graded else None)
-        test.update(name=cfg.title, score=score.points, max_score=score.max_points, visibility=cfg.visibility,
+        test.update(name=cfg.title, score=score.points, max_score=score.max_points, visibility=scored_visibility(cfg),
                     status="passed" if score.full_credit else "failed")
         test["output"] = f"{test.get('output', '').rstrip()}\n\nRescored under a new config: {score.points:g} / " \
                          f"{score.max_points:g}: {score.reason}\n"
@@ -120,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
         config = load_config(args.config)
+        return _rescore(args, config)
     except ConfigError as exc:
         print(f"mp-grader rescore: {exc}", file=sys.stderr)
         return 2
+
+
+def _rescore(args: argparse.Namespace, config: GraderConfig) -> int:
     if args.graded.is_file():
         report = read_report(args.graded)
         if report is None:

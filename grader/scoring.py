@@ -30,8 +30,18 @@ def _round(value: Fraction, step: Fraction, mode: str) -> Fraction:
     return whole * step
 
 
+def scored_metrics(cfg: QuestionConfig, metrics: dict | None) -> dict | None:
+    """The metrics the thresholds apply to: a split question's private part (score_on = "private"), else
+    the whole set's. A stored report without the part gives None: it cannot be scored that way."""
+    if metrics is None or not (cfg.split and cfg.score_on == "private"):
+        return metrics
+    return metrics.get("private")
+
+
 def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
-    """Points for one question; `metrics` is None (or lacks a metric) when the question could not be graded."""
+    """Points for one question from its metrics (the whole set's, with the split's parts when there is
+    one); `metrics` is None (or lacks a metric) when the question could not be graded."""
+    metrics = scored_metrics(cfg, metrics)
     found = {m: (metrics or {}).get(m) for m in cfg.thresholds}
     missing = [m for m, v in found.items() if v is None or not math.isfinite(v)]
     if missing:

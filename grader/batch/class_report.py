@@ -12,6 +12,7 @@ import numpy as np
 from grader import duplicates
 from grader.batch.runs import Outcome
 from grader.config import GraderConfig
+from grader.scoring import scored_metrics
 from grader.text import csv_cell, markdown_code
 
 
@@ -49,7 +50,8 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
             # Text that can come from students (names, submitters, error kinds) goes through csv_cell.
             row: list[object] = [csv_cell(o.entry.name), csv_cell("; ".join(o.entry.submitters)), csv_cell(o.entry.created_at)]
             for q in questions:
-                values = metrics.get(q, {}) if isinstance(metrics.get(q), dict) else {}
+                stored = metrics.get(q) if isinstance(metrics.get(q), dict) else None
+                values = scored_metrics(config.questions[q], stored) or {}  # the metrics the score comes from
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
                         csv_cell(kinds.get(q, kinds.get("all", "")))]
             first = csv_cell(next(iter(kinds.values()), ""))
