@@ -84,6 +84,8 @@ class QuestionConfig:
                                                            "bound": Bound(float, 0, high=0.95)})
     private_visibility: str = field(default="after_due_date", metadata={"doc": "when the private part's score is shown"})
     score_on: str = field(default="private", metadata={"doc": "what the thresholds apply to when split: private or all"})
+    grace: str = field(default="none", metadata={"doc": "none, or interval: each metric is scored at the upper end "
+                                                         "of its 95 % interval over the images"})
 
     @property
     def split(self) -> bool:
@@ -138,7 +140,7 @@ def _bounds(cls: type) -> dict[str, Bound]:
 _CHOICES = {
     "partial_credit": ("proportional", "none"), "combine": ("min", "mean"),
     "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES, "mode": ("code", "predictions"),
-    "private_visibility": VISIBILITIES, "score_on": ("private", "all"),
+    "private_visibility": VISIBILITIES, "score_on": ("private", "all"), "grace": ("none", "interval"),
 }
 # The course's own file names for prediction-file mode.
 PREDICTION_FILES = {"q1": "Q1_label_predictions.npy", "q2": "Q2_sseg_predictions.npy"}

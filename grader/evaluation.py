@@ -17,6 +17,7 @@ from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, f
 from grader.reference import ReferenceSet
 from grader.runner import ChildRun, GraderError, Limits, OutputTrim, StudentError, run_predictions
 from grader.sandbox import Sandbox
+from grader.uncertainty import binomial_interval, bootstrap_intervals
 
 
 EXAMPLES = 4  # Q2 images kept for the overlay picture
@@ -48,15 +49,22 @@ def _value(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _intervals(state: dict) -> dict:
+    """95 % intervals over the images, JSON-ready: [low, high], or None where undefined."""
+    return {m: None if math.isnan(lo) or math.isnan(hi) else [lo, hi] for m, (lo, hi) in state["interval"].items()}
+
+
 def _q1_metrics(state: dict, classes: list[str]) -> dict:
     return {"n": state["n"], "accuracy": _value(state["accuracy"]),
-            "per_class_accuracy": {c: _value(v) for c, v in zip(classes, state["per_class_accuracy"])}}
+            "per_class_accuracy": {c: _value(v) for c, v in zip(classes, state["per_class_accuracy"])},
+            "interval": _intervals(state)}
 
 
 def _q2_metrics(state: dict, classes: list[str]) -> dict:
     return {"n": state["n"], "mAP": _value(state["mAP"]), "mIoU": _value(state["mIoU"]),
             "per_class": {c: {"AP": _value(ap), "IoU": _value(iou)}
-                          for c, ap, iou in zip(classes, state["AP"], state["IoU"])}}
+                          for c, ap, iou in zip(classes, state["AP"], state["IoU"])},
+            "interval": _intervals(state)}
 
 
 def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox,
@@ -122,8 +130,13 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
             result.run.seconds = time.monotonic() - started
     def metrics(accumulator: ClassificationAccumulator | SegmentationAccumulator) -> tuple[dict, dict]:
         state = accumulator.compute()
+        if isinstance(accumulator, SegmentationAccumulator):
+            state["interval"] = bootstrap_intervals(*accumulator.per_image())
+        else:
+            state["interval"] = {"accuracy": binomial_interval(int(np.trace(state["confusion_matrix"])), state["n"])}
         if labels_only:  # AP ranks scores; labels have none
             state["AP"], state["mAP"] = [math.nan] * num_classes, math.nan
+            state["interval"]["mAP"] = (math.nan, math.nan)
         return state, (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)
 
     whole = parts[0] if len(parts) == 1 else parts[0].merged(parts[1])  # type: ignore[arg-type]

@@ -1,9 +1,10 @@
 """Metrics of both questions: pure numpy functions plus streaming accumulators that reuse them.
 
-Everything reduces to sufficient statistics whose size does not depend on the number of images: a
+Everything reduces to sufficient statistics whose size does not depend on the number of pixels: a
 confusion matrix (accuracy, per-class accuracy, IoU) and, for Q2, per-class histograms of the 8-bit
-quantized scores (AP). Undefined values (a class with no samples, or absent from both ground truth and
-predictions) are NaN here and become null in reports.
+quantized scores (AP), kept per image too for the bootstrap over images (grader/uncertainty.py).
+Undefined values (a class with no samples, or absent from both ground truth and predictions) are NaN
+here and become null in reports.
 """
 from __future__ import annotations
 
@@ -88,21 +89,27 @@ def first_argmax(scores: np.ndarray) -> np.ndarray:
     return (255 - (best & 255)).astype(np.uint8)
 
 
-def score_histograms(target: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class histograms of quantized scores: (positives, all), each (C, 256) int64.
+def image_statistics(target: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's sufficient statistics for Q2's metrics: its confusion matrix (N, C, C) and its per-class
+    histograms of quantized scores, positives and all (N, C, 256), int64. Pooled metrics sum them over the
+    images; a bootstrap over images resamples them (grader/uncertainty.py).
 
     target: (N, H, W) class ids < C; scores: (N, C, H, W) uint8. One bincount per image and class of the
-    joint key (true class, score) gives both: its row of the class is the positives, the sum of its rows
-    all. Image by image, the bincount's index array stays in the CPU's cache.
+    joint key (true class, score) gives both histograms: its row of the class is the positives, the sum of
+    its rows all. Image by image, the bincount's index array stays in the CPU's cache.
     """
-    num_classes = scores.shape[1]
+    n, num_classes = scores.shape[:2]
+    predicted = first_argmax(scores)
+    cms = np.stack([confusion_matrix(t, p, num_classes) for t, p in zip(target, predicted)]) if n else \
+        np.zeros((0, num_classes, num_classes), np.int64)
     keys = np.asarray(target).astype(np.uint16 if num_classes <= 256 else np.int64) << 8
-    joint = np.zeros((num_classes, num_classes * SCORE_LEVELS), np.int64)
-    for image_keys, image_scores in zip(keys, scores):
+    joint = np.zeros((n, num_classes, num_classes * SCORE_LEVELS), np.int64)
+    for i, (image_keys, image_scores) in enumerate(zip(keys, scores)):
         for c in range(num_classes):
-            joint[c] += np.bincount((image_keys | image_scores[c]).ravel(), minlength=num_classes * SCORE_LEVELS)
-    joint = joint.reshape(num_classes, num_classes, SCORE_LEVELS)  # (scored class, true class, score)
-    return joint[np.arange(num_classes), np.arange(num_classes)], joint.sum(axis=1)
+            joint[i, c] = np.bincount((image_keys | image_scores[c]).ravel(), minlength=num_classes * SCORE_LEVELS)
+    joint = joint.reshape(n, num_classes, num_classes, SCORE_LEVELS)  # (image, scored class, true class, score)
+    diagonal = np.arange(num_classes)
+    return cms, joint[:, diagonal, diagonal], joint.sum(axis=2)
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -176,17 +183,19 @@ class SegmentationAccumulator:
         self.cm = np.zeros((self.num_classes, self.num_classes), np.int64)
         self.positives = np.zeros((self.num_classes, SCORE_LEVELS), np.int64)
         self.total = np.zeros((self.num_classes, SCORE_LEVELS), np.int64)
+        self.images: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # image_statistics() of each batch, int32
 
     def update(self, scores: np.ndarray, target: np.ndarray) -> None:
         if scores.dtype != np.uint8 or scores.ndim != 4 or scores.shape[1] != self.num_classes:
             raise ValueError(f"expected uint8 scores (N, {self.num_classes}, H, W), got {scores.dtype} {scores.shape}")
         if target.shape != (scores.shape[0], *scores.shape[2:]):
             raise ValueError(f"labels {target.shape} do not match scores {scores.shape}")
+        cms, positives, totals = image_statistics(target, scores)
         self.n += len(scores)
-        self.cm += confusion_matrix(target, first_argmax(scores), self.num_classes)
-        positives, total = score_histograms(target, scores)
-        self.positives += positives
-        self.total += total
+        self.cm += cms.sum(axis=0)
+        self.positives += positives.sum(axis=0)
+        self.total += totals.sum(axis=0)
+        self.images.append((cms.astype(np.int32), positives.astype(np.int32), totals.astype(np.int32)))
 
     def merged(self, other: "SegmentationAccumulator") -> "SegmentationAccumulator":
         """The state of both sets of images together (counts and histograms add: AP and IoU are computed
@@ -194,6 +203,7 @@ class SegmentationAccumulator:
         both = SegmentationAccumulator(self.num_classes)
         both.n, both.cm = self.n + other.n, self.cm + other.cm
         both.positives, both.total = self.positives + other.positives, self.total + other.total
+        both.images = self.images + other.images
         return both
 
     def compute(self) -> dict:
@@ -201,6 +211,15 @@ class SegmentationAccumulator:
         ious = iou(self.cm)
         return {"n": self.n, "AP": aps, "IoU": ious, "mAP": _nanmean(aps), "mIoU": _nanmean(ious),
                 "confusion_matrix": self.cm.copy()}
+
+    def per_image(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """image_statistics() of every image so far, in order (for the bootstrap over images)."""
+        if not self.images:
+            c = self.num_classes
+            return (np.zeros((0, c, c), np.int32), np.zeros((0, c, SCORE_LEVELS), np.int32),
+                    np.zeros((0, c, SCORE_LEVELS), np.int32))
+        cms, positives, totals = zip(*self.images)
+        return np.concatenate(cms), np.concatenate(positives), np.concatenate(totals)
 
 
 def _nanmean(values: np.ndarray) -> float:

@@ -60,7 +60,7 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
         private = part == "scored" and cfg.score_on == "private"
         label = "the public part's " if part == "public" else "the private part's " if private else ""
         parts = [metrics_text(result.question, shown),
-                 f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{where})"]
+                 f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{where})", *interval_lines(cfg, shown)]
     if part == "public":
         counted = "the private part's images" if cfg.score_on == "private" else "all the held-out images"
         note = f"Your score comes from {counted}, and is shown {WHEN.get(cfg.private_visibility, 'later')}."
@@ -117,6 +117,23 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "stdout_visibility": config.stdout_visibility,
         "extra_data": {"metrics": metrics, "grader": provenance(config)},
     }
+
+
+def interval_lines(cfg: QuestionConfig, metrics: dict) -> list[str]:
+    """The 95 % interval over the images of each thresholded metric, saying so when the full-credit line
+    lies inside it: a score that close to the line is within the test set's noise."""
+    lines = []
+    for metric, threshold in cfg.thresholds.items():
+        interval = (metrics.get("interval") or {}).get(metric)
+        if not isinstance(interval, list):
+            continue
+        low, high = (_value_text(metric, v) for v in interval)
+        line = f"95 % interval over the images: {metric} {low} to {high}"
+        if interval[0] <= threshold <= interval[1]:
+            line += (f"; the full-credit line ({_value_text(metric, threshold)}) lies inside it: on another draw of "
+                     "test images this model could land on either side of it")
+        lines.append(line + ".")
+    return lines
 
 
 def scored_visibility(cfg: QuestionConfig) -> str:

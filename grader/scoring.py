@@ -47,7 +47,12 @@ def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
     if missing:
         return Score(0.0, cfg.points, False, f"no {', '.join(missing)} could be computed: 0 points")
     values = {m: float(v) for m, v in found.items() if v is not None}
-    line = ", ".join(f"{m} >= {t:g}" for m, t in cfg.thresholds.items())
+    graced = ""
+    if cfg.grace == "interval":  # opted into: the benefit of the test set's noise goes to the student
+        intervals = (metrics or {}).get("interval") or {}
+        values = {m: max(v, float(intervals[m][1])) if isinstance(intervals.get(m), list) else v for m, v in values.items()}
+        graced = "; each metric at the upper end of its 95 % interval over the images (grace)"
+    line = ", ".join(f"{m} >= {t:g}" for m, t in cfg.thresholds.items()) + graced
     if all(values[m] >= t for m, t in cfg.thresholds.items()):
         return Score(cfg.points, cfg.points, True, f"full credit ({line})")
     if cfg.partial_credit == "none":

@@ -40,7 +40,8 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
     questions = list(config.questions)
     header = ["submission", "submitters", "created_at"]
     for q in questions:
-        header += [f"{q}_score", *(f"{q}_{m}" for m in METRIC_COLUMNS.get(q, ())), f"{q}_error"]
+        header += [f"{q}_score", *(f"{q}_{m}" for m in METRIC_COLUMNS.get(q, ())),
+                   *(f"{q}_{m}_{end}" for m in METRIC_COLUMNS.get(q, ()) for end in ("low", "high")), f"{q}_error"]
     header += ["total", "max_total", "error", "seconds"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -52,11 +53,19 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
             for q in questions:
                 stored = metrics.get(q) if isinstance(metrics.get(q), dict) else None
                 values = scored_metrics(config.questions[q], stored) or {}  # the metrics the score comes from
+                intervals = values.get("interval")
+                intervals = intervals if isinstance(intervals, dict) else {}
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
+                        *(_number(v) for m in METRIC_COLUMNS.get(q, ()) for v in _ends(intervals.get(m))),
                         csv_cell(kinds.get(q, kinds.get("all", "")))]
             first = csv_cell(next(iter(kinds.values()), ""))
             row += [f"{total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
             writer.writerow(row)
+
+
+def _ends(interval: object) -> tuple[object, object]:
+    """(low, high) of a stored 95 % interval, or blanks."""
+    return (interval[0], interval[1]) if isinstance(interval, list) and len(interval) == 2 else (None, None)
 
 
 def _number(x: object) -> str:
