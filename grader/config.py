@@ -22,6 +22,7 @@ DEFAULT_CONFIG = Path(__file__).with_name("config.toml")
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 KEEPS = ("best", "last")  # the earlier score that stands for a submission past the daily limit
 DEVICES = ("auto", "cpu", "cuda")
+OUTPUT_FORMATS = ("md", "text")  # Gradescope's output_format of the questions' tests
 QUESTION_METRICS = {"q1": ("accuracy",), "q2": ("mIoU", "mAP")}
 # Command-line flags that override a setting of every question.
 OVERRIDES = {"--timeout": "time_limit", "--memory-limit": "memory_limit", "--output-limit": "output_limit"}
@@ -111,6 +112,8 @@ class GraderConfig:
     over_limit_keeps: str = "best"
     # The seed of the public/private split (grader/split.py): set your own to make it unguessable.
     split_seed: str = DEFAULT_SEED
+    # How Gradescope shows each question's test: "md" (Markdown: tables per class) or "text" (the course's lines).
+    output_format: str = "md"
     source: Path = DEFAULT_CONFIG
     sha256: str = ""  # of the config file's text, for audits of a regrade
 
@@ -213,7 +216,8 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             raise ConfigError(f"{path}: unknown table [{name}] (expected: {', '.join(sorted(allowed))})")
     grader = dict(raw.get("grader", {}))
     bounds = _bounds(GraderConfig)
-    grader_keys = ("device", "visibility", "stdout_visibility", "checks", "over_limit_keeps", "split_seed", *bounds)
+    grader_keys = ("device", "visibility", "stdout_visibility", "checks", "over_limit_keeps", "split_seed", "output_format",
+                   *bounds)
     for name in grader:
         if name not in grader_keys:
             raise ConfigError(f"{path}: unknown key [grader].{name} (expected one of: {', '.join(grader_keys)})")
@@ -223,6 +227,9 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             _check_type(f"{path}: [grader].{name}", grader[name], str)
     if grader.get("device", "auto") not in DEVICES:
         raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
+    if grader.get("output_format", "md") not in OUTPUT_FORMATS:
+        raise ConfigError(f"{path}: [grader].output_format: expected one of {', '.join(OUTPUT_FORMATS)}, "
+                          f"got {grader['output_format']!r}")
     if grader.get("over_limit_keeps", "best") not in KEEPS:
         raise ConfigError(f"{path}: [grader].over_limit_keeps: expected one of {', '.join(KEEPS)}, "
                           f"got {grader['over_limit_keeps']!r}")

@@ -54,10 +54,18 @@ def _intervals(state: dict) -> dict:
     return {m: None if math.isnan(lo) or math.isnan(hi) else [lo, hi] for m, (lo, hi) in state["interval"].items()}
 
 
+def most_confused(cm: np.ndarray, classes: list[str], count: int = 3) -> list[dict]:
+    """The `count` largest off-diagonal cells of a confusion matrix: which class is taken for which, how often."""
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    cells = sorted(((int(off[t, p]), t, p) for t, p in zip(*np.nonzero(off))), key=lambda c: (-c[0], c[1], c[2]))
+    return [{"true": classes[t], "predicted": classes[p], "images": n} for n, t, p in cells[:count]]
+
+
 def _q1_metrics(state: dict, classes: list[str]) -> dict:
     return {"n": state["n"], "accuracy": _value(state["accuracy"]),
             "per_class_accuracy": {c: _value(v) for c, v in zip(classes, state["per_class_accuracy"])},
-            "interval": _intervals(state)}
+            "most_confused": most_confused(state["confusion_matrix"], classes), "interval": _intervals(state)}
 
 
 def _q2_metrics(state: dict, classes: list[str]) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from grader.config import QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.scoring import Score, scored_metrics
+from grader.text import markdown_block, markdown_code, printable
 from grader.visibility import WHEN
 
 
@@ -37,21 +38,44 @@ def shown_error(cfg: QuestionConfig, result: QuestionResult) -> tuple[str, str]:
     return result.error or "", result.details
 
 
-def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part: str = "") -> str:
-    """A question's test output. For a split question, `part` "public" is the test students see now (the
-    public part's metrics and what they would score, the run's notes and printed output) and "scored" the
-    test that carries the points (the metrics the score comes from, and the score)."""
+def metrics_markdown(question: str, m: dict) -> str:
+    """The metrics as Gradescope renders Markdown: the headline in bold, a table per class and, for Q1, the
+    classes most often taken for one another."""
+    if question == "q1":
+        rows = [f"| {_cell(name)} | {pct(v)} |" for name, v in m["per_class_accuracy"].items()]
+        lines = [f"**Accuracy: {pct(m['accuracy'])}**", "", "| class | accuracy |", "| :-- | --: |", *rows]
+        confused = [f"{_cell(c['true'])} taken for {_cell(c['predicted'])} ({c['images']})" for c in m.get("most_confused", [])]
+        if confused:
+            lines += ["", "Most confused: " + "; ".join(confused) + "."]
+        return "\n".join(lines)
+    rows = [f"| {_cell(name)} | {two(v['AP'])} | {two(v['IoU'])} |" for name, v in m["per_class"].items()]
+    return "\n".join([f"**mAP: {two(m['mAP'])}, mIoU: {two(m['mIoU'])}**", "", "| class | AP | IoU |",
+                      "| :-- | --: | --: |", *rows, f"| **mean** | **{two(m['mAP'])}** | **{two(m['mIoU'])}** |"])
+
+
+def _cell(name: str) -> str:
+    """A class name (the instructor's classes.txt) inside a table cell."""
+    return printable(name, name=True).replace("|", "\\|")
+
+
+def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part: str = "", markdown: bool = False) -> str:
+    """A question's test output, plain text or Markdown (`markdown`: Gradescope's output_format "md", where
+    every string the student's code chose sits in a code block and renders as nothing else). For a split
+    question, `part` "public" is the test students see now (the public part's metrics and what they would
+    score, the run's notes and printed output) and "scored" the test that carries the points (the metrics
+    the score comes from, and the score)."""
     where = f" on {result.run.device}" if result.run.device else ""
     if result.error is not None:
         error, details = shown_error(cfg, result)
-        parts = [f"Could not grade {cfg.title}: {error}"]
-        if details:
-            parts.append(details.rstrip())
+        if markdown:
+            parts = [f"**Could not grade {cfg.title}:**", markdown_block("\n\n".join(t.rstrip() for t in (error, details) if t))]
+        else:
+            parts = [f"Could not grade {cfg.title}: {error}", *([details.rstrip()] if details else [])]
     else:
         shown = (result.metrics["public"] if part == "public" else scored_metrics(cfg, result.metrics)) or {}
         private = part == "scored" and cfg.score_on == "private"
         label = "the public part's " if part == "public" else "the private part's " if private else ""
-        parts = [metrics_text(result.question, shown),
+        parts = [(metrics_markdown if markdown else metrics_text)(result.question, shown),
                  f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{where})", *interval_lines(cfg, shown)]
     if part == "public":
         counted = "the private part's images" if cfg.score_on == "private" else "all the held-out images"
@@ -60,7 +84,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
             note += f" On this public part alone it would be {score.points:g} / {score.max_points:g} ({score.reason})."
         parts.append(note)
     else:
-        parts.append(f"Score: {score.points:g} / {score.max_points:g}: {score.reason}")
+        line = f"Score: {score.points:g} / {score.max_points:g}"
+        parts.append(f"**{line}**: {score.reason}" if markdown else f"{line}: {score.reason}")
     if part == "scored":  # the run's notes and printed output are in the public part's test
         return "\n\n".join(parts) + "\n"
     if result.run.leftovers:
@@ -68,12 +93,14 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
     if result.run.cleanup_note:
         parts.append(f"Note for staff: {result.run.cleanup_note}")
     if result.run.leftover_files:
-        parts.append(f"Removed what your code left in shared temp folders: {', '.join(result.run.leftover_files[:5])}")
+        files = result.run.leftover_files[:5]
+        parts.append("Removed what your code left in shared temp folders: "
+                     + ", ".join(map(markdown_code, files) if markdown else files))
     if result.run.confinement:
         parts.append(f"Note for staff: {result.run.confinement}")
     printed = result.run.output.text().strip()
     if printed and cfg.show_output:
-        parts.append("Your code printed:\n" + printed)
+        parts.append("**Your code printed:**\n\n" + markdown_block(printed) if markdown else "Your code printed:\n" + printed)
     return "\n\n".join(parts) + "\n"
 
 

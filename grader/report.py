@@ -26,13 +26,15 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
     tests, metrics = [], {}
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
+        markdown = config.output_format == "md"
         if cfg.split:
             tests.append({"name": f"{cfg.title} (public part)", "score": 0, "max_score": 0, "visibility": cfg.visibility,
-                          "output": test_output(cfg, result, public_score(cfg, result), "public"),
-                          "extra_data": {"part": "public"}})
+                          "output": test_output(cfg, result, public_score(cfg, result), "public", markdown),
+                          "output_format": config.output_format, "extra_data": {"part": "public"}})
         tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
                       "status": "passed" if score.full_credit else "failed", "visibility": scored_visibility(cfg),
-                      "output": test_output(cfg, result, score, "scored" if cfg.split else "")})
+                      "output": test_output(cfg, result, score, "scored" if cfg.split else "", markdown),
+                      "output_format": config.output_format})
         metrics[key] = result.reported_metrics
     leaderboard, hidden = [], withheld_columns(config)
     for key, name, title in LEADERBOARD:

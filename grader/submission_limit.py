@@ -115,6 +115,8 @@ def _copied_test(test: dict) -> dict:
         copied["visibility"] = test["visibility"]
     if test.get("status") in ("passed", "failed"):
         copied["status"] = test["status"]
+    if test.get("output_format") in ("md", "text"):
+        copied["output_format"] = test["output_format"]
     return copied
 
 

@@ -2,7 +2,8 @@
 
 - terminal and results.json: `printable` (also every file list);
 - CSV (scores.csv): `csv_cell`, which also makes a formula inert;
-- Markdown (summary.md, duplicates.md): `markdown_code`, a code span, where nothing is rendered.
+- Markdown (summary.md, duplicates.md, tests in Gradescope's "md" format): `markdown_code`, a code span,
+  or `markdown_block`, a fenced block, where nothing is rendered.
 
 A submission chooses its printed output, its exception messages and its file names. Control characters
 (an ANSI escape can rewrite what a terminal shows, a carriage return can hide a line), Unicode direction
@@ -57,3 +58,12 @@ def markdown_code(value: object) -> str:
     longest = max((len(run) for run in re.findall("`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}"
+
+
+def markdown_block(value: object) -> str:
+    """A fenced Markdown code block holding `value` (printable, its lines kept): nothing inside is rendered,
+    and no line inside can close it, the fence being longer than any run of backticks inside."""
+    text = printable(value)
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
