@@ -142,7 +142,7 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
             state["interval"] = bootstrap_intervals(*accumulator.per_image())
         else:
             state["interval"] = {"accuracy": binomial_interval(int(np.trace(state["confusion_matrix"])), state["n"])}
-        if labels_only:  # AP ranks scores; labels have none
+        if labels_only and ref.question == "q2":  # AP ranks scores; labels have none
             state["AP"], state["mAP"] = [math.nan] * num_classes, math.nan
             state["interval"]["mAP"] = (math.nan, math.nan)
         return state, (_q1_metrics if ref.question == "q1" else _q2_metrics)(state, ref.classes)

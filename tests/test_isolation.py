@@ -542,10 +542,18 @@ def test_grading_changes_no_mode_in_the_grader_folder(open_dir: Path, layer: str
         calls.append(Path(path).resolve())
         real(path, mode, **kwargs)
 
+    def checkout() -> tuple[str, dict[str, int]]:
+        """`git status` and the mode of every file and folder of the checkout (its environment aside)."""
+        status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain"], capture_output=True, text=True).stdout
+        return status, {str(p): p.lstat().st_mode for p in REPO.rglob("*")
+                        if ".venv" not in p.parts and "__pycache__" not in p.parts and ".pytest_cache" not in p.parts}
+
+    before = checkout()
     monkeypatch.setattr(os, "chmod", chmod)
     rc, _ = grade_q1(open_dir, "def predict_q1(images):\n    return scores(images)\n", layer)
     assert rc == 0
-    assert not [c for c in calls if c == REPO or REPO in c.parents], calls
+    assert not [c for c in calls if c == REPO or REPO in c.parents], calls  # during: not one chmod
+    assert checkout() == before  # after
     inputs = {open_dir / "data", open_dir / "config.toml"}  # handed in from outside: closed for a user-layer run
     assert inputs & set(calls) == (set() if layer == "namespace" else inputs), calls
 
