@@ -104,7 +104,7 @@ def predict_q1(images):
     accuracy = float((images.reshape(20, -1)[:, :10].argmax(1) == labels).mean())
     assert report["extra_data"]["metrics"]["q1"]["accuracy"] == pytest.approx(accuracy)
     assert q1["score"] == min(20, math.floor(20 * accuracy / 0.9 + 0.5))
-    assert "bytes of output left out" in q1["output"] and q1["output"].rstrip().endswith("last words")
+    assert "bytes of output left out" in q1["output"] and q1["output"].rstrip().endswith("last words\n```")
     assert len(q1["output"]) < 10_000
     assert (tmp_path / "results.json").stat().st_size < 50_000
 

@@ -93,7 +93,7 @@ def test_a_split_question_shows_its_public_part_now_and_keeps_its_score(tmp_path
     cfg = load_config(config).questions["q1"]
     assert scored_test["score"] == score_question(dataclasses.replace(cfg, score_on="all"), private).points
     assert f"Accuracy: {100 * public['accuracy']:.1f} %" in public_test["output"]
-    assert "Accuracy of T-shirt/top" in public_test["output"]  # per-class detail on the public part
+    assert "| T-shirt/top |" in public_test["output"]  # per-class detail on the public part
     assert f"Accuracy: {100 * private['accuracy']:.1f} %" in scored_test["output"]
     # Everything students see at once: the public part only.
     seen_now = json.dumps([report["output"], report["leaderboard"], public_test])
