@@ -658,6 +658,37 @@ MEMORY_HOGS = {
 }
 
 
+def test_pipes_held_open_count_towards_the_memory_limit(tmp_path: Path, layer: str) -> None:
+    """16 processes each hold 500 pipes (the fd cap allows 511), filled as far as the kernel lets them.
+    Counted the processes' way, each pipe held open costs its 64 KiB whether or not the kernel gave it all
+    (past 64 MiB of pipe buffers a user's new pipes get 2 pages: fs.pipe-user-pages-soft): 500 MiB, stopped
+    at a 400 MiB limit in either layer. A cgroup counts the pages the kernel really gave instead."""
+    code = """
+import os, time
+def predict_q1(images):
+    for _ in range(16):
+        if os.fork() == 0:
+            held = []
+            for _ in range(500):
+                r, w = os.pipe()
+                os.set_blocking(w, False)
+                try:
+                    os.write(w, b"x" * 65536)
+                except BlockingIOError:
+                    pass
+                held.append((r, w))
+            time.sleep(60)
+            os._exit(0)
+    time.sleep(30)
+    return scores(images)
+"""
+    started = time.monotonic()
+    _, report = grade_q1(tmp_path, code, layer, "--memory-limit", "400", "--memory-accounting", "processes")
+    assert time.monotonic() - started < 30
+    assert error(report).startswith("Memory limit exceeded"), error(report)
+    assert not user_processes(student_uid())
+
+
 @pytest.mark.parametrize("hog", sorted(MEMORY_HOGS))
 def test_memory_limit_counts_shared_memory(tmp_path: Path, layer: str, hog: str) -> None:
     code = f"""
