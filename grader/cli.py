@@ -6,6 +6,7 @@ run (bad config, reference data or checks), after writing a results.json that sa
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -28,6 +29,8 @@ from grader.split import private_mask, split_record
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
 from grader.upload import UploadError, stage_upload
+
+METADATA_VARIABLE = "GRADER_SUBMISSION_METADATA"  # where run_autograder names Gradescope's metadata file
 
 EXIT_GRADER_ERROR = 2
 STUDENT_USERS = re.compile(rf"{DEFAULT_USER}(-[1-9][0-9]?)?")  # the cleanup kills every process of the user
@@ -62,8 +65,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "processes: resident anonymous and shared memory plus tmpfs use; auto (default): cgroup when possible")
     p.add_argument("--predictions", type=Path,
                    help="also write each image's predicted class ids here (.npz, one array per graded question)")
-    p.add_argument("--submission-metadata", type=Path,
-                   help="Gradescope's submission_metadata.json, for [grader].daily_submission_limit (run_autograder passes it)")
+    metadata = os.environ.get(METADATA_VARIABLE)
+    p.add_argument("--submission-metadata", type=Path, default=Path(metadata) if metadata else None,
+                   help="Gradescope's submission_metadata.json, for [grader].daily_submission_limit (default: "
+                        f"${METADATA_VARIABLE}, which run_autograder sets: an environment, unlike a command line, is "
+                        "unreadable to the student user)")
     p.add_argument("--cpu-share", type=int, metavar="N",
                    help="this run is one of up to N on this machine at once: each question gets a CPU scheduling "
                         "group of its own (a cgroup) capped at 1/N of the CPUs, or the grader refuses. `mp-grader "

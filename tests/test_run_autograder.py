@@ -75,3 +75,18 @@ def test_run_autograder_with_an_unreadable_config_says_so(tmp_path: Path) -> Non
     proc, report = run(root)
     assert proc.returncode == 0
     assert "The autograder is misconfigured" in report["output"] and "not valid TOML" in report["output"]
+
+
+def test_run_autograder_applies_the_daily_limit_from_gradescopes_metadata(tmp_path: Path) -> None:
+    """run_autograder names /autograder/submission_metadata.json to the grader through its environment (the
+    student user can read any process's command line in the user layer, never root's environment)."""
+    root = autograder_tree(tmp_path)
+    config = root / "source" / "grader" / "config.toml"
+    config.write_text(config.read_text().replace("daily_submission_limit = 0", "daily_submission_limit = 1"))
+    earlier = {"submission_time": "2026-12-03T09:00:00.000000+00:00", "score": 7.0,
+               "results": {"tests": [{"name": "Q1", "score": 7.0, "max_score": 20}]}}
+    (root / "submission_metadata.json").write_text(json.dumps(
+        {"created_at": "2026-12-03T10:00:00.000000+00:00", "previous_submissions": [earlier]}))
+    proc, report = run(root)
+    assert proc.returncode == 0, proc.stderr
+    assert "Submission limit reached" in proc.stdout and report["extra_data"]["submission_limit"]["over_limit"] is True

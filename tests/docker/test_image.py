@@ -142,6 +142,14 @@ def predict_q1(images):
     attempt("labels", read)
     attempt("network", lambda: socket.create_connection(("151.101.0.223", 443), timeout=5))
     attempt("dns", lambda: socket.getaddrinfo("pypi.org", 443))
+    import glob
+    named = []
+    for path in glob.glob("/proc/[0-9]*/cmdline"):  # every process's command line is readable here
+        try:
+            named += [path] if b"submission_metadata" in open(path, "rb").read() else []
+        except OSError:
+            pass
+    print("metadata path", "SEEN" if named else "hidden")
     out = torch.zeros(len(images), 10)
     if "labels" in stolen:
         out[:, 0] = 1  # would use them; a read at all is the failure
@@ -161,6 +169,7 @@ def test_a_hostile_submission_reads_no_labels_and_reaches_no_network(image: str,
     output = by_question(report)["Q1"]["output"]
     assert "labels refused: PermissionError" in output
     assert "network refused" in output and "dns refused" in output and "REACHED" not in output
+    assert "metadata path hidden" in output  # run_autograder names it in the grader's environment, not its command line
 
 
 def test_the_autograder_zip_works_as_gradescope_unpacks_it(image: str, tmp_path: Path) -> None:
