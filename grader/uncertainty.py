@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 
-
 LEVEL = 0.95
 RESAMPLES = 1000
 SEED = 0
@@ -33,8 +32,8 @@ def binomial_interval(k: int, n: int, level: float = LEVEL) -> tuple[float, floa
     log_choose = np.concatenate(([0.0], np.cumsum(np.log(n - i[:-1]) - np.log(i[1:]))))  # log C(n, i)
 
     def tail(p: float, upper: bool) -> float:
-        terms = (log_choose + i * math.log(p) + (n - i) * math.log1p(-p))[k:] if upper else \
-            (log_choose + i * math.log(p) + (n - i) * math.log1p(-p))[: k + 1]
+        logs = log_choose + i * math.log(p) + (n - i) * math.log1p(-p)  # log P(X = i)
+        terms = logs[k:] if upper else logs[: k + 1]
         top = terms.max()
         return float(math.exp(top) * np.exp(terms - top).sum())
 
