@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from grader.split import DEFAULT_SEED
 from grader.upload import UploadLimits
+from grader.visibility import may_show
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -194,10 +195,14 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
         if not 0 < threshold <= 1:
             raise ConfigError(f"{where('thresholds')}.{metric}: expected a fraction in (0, 1], got {threshold!r}")
     values["thresholds"] = MappingProxyType({m: float(t) for m, t in thresholds.items()})
-    if values.get("private_fraction", 0) > 0 and values.get("private_visibility", "after_due_date") == "visible":
+    private, shown = values.get("private_visibility", "after_due_date"), values.get("visibility", "visible")
+    if values.get("private_fraction", 0) > 0 and private == "visible":
         raise ConfigError(f"{where('private_visibility')}: a split question's private part must not be visible at "
                           f"once (that would show the score it keeps for later): expected after_due_date, "
                           f"after_published or hidden, or private_fraction = 0")
+    if values.get("private_fraction", 0) > 0 and not may_show(shown, private):
+        raise ConfigError(f"{where('private_visibility')} = {private!r} would show the private part to readers that "
+                          f"[{key}].visibility = {shown!r} keeps the question from: expected {shown!r} or 'hidden'")
     return QuestionConfig(key=key, **values)
 
 

@@ -70,6 +70,13 @@ def test_a_private_part_shown_at_once_is_refused(tmp_path: Path) -> None:
     bad.write_text(text.replace('private_visibility = "after_due_date"', 'private_visibility = "visible"'))
     with pytest.raises(ConfigError, match=r"\[q1\].private_visibility: a split question's private part must not"):
         load_config(bad)
+    hidden = text.replace('rounding = "nearest"\nvisibility = "visible"', 'rounding = "nearest"\nvisibility = "hidden"')
+    assert hidden != text
+    bad.write_text(hidden)  # a hidden question whose private part would show after the due date
+    with pytest.raises(ConfigError, match=r"private_visibility = 'after_due_date' would show the private part"):
+        load_config(bad)
+    bad.write_text(hidden.replace('private_visibility = "after_due_date"', 'private_visibility = "hidden"'))
+    assert load_config(bad).questions["q1"].private_visibility == "hidden"
     bad.write_text(text.replace("private_fraction = 0.5", "private_fraction = 1.0"))
     with pytest.raises(ConfigError, match=r"\[q1\].private_fraction: expected a number >= 0 and <= 0.95, got 1.0"):
         load_config(bad)
