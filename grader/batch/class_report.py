@@ -128,8 +128,9 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     columns = [(q, m) for q in questions for m in METRIC_COLUMNS.get(q, ())]
     fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3.2), squeeze=False)
     for ax, (q, m) in zip(axes[0], columns):
-        values = [v for o in outcomes if isinstance(v := o.report.get("extra_data", {}).get("metrics", {}).get(q, {}).get(m),
-                                                    (int, float))]
+        stored = [o.report.get("extra_data", {}).get("metrics", {}).get(q) for o in outcomes]
+        scored = [scored_metrics(config.questions[q], s) or {} for s in stored if isinstance(s, dict)]
+        values = [v for metrics in scored if isinstance(v := metrics.get(m), (int, float))]  # what the score came from
         ax.hist(values, bins=20, range=(0, 1), color="tab:green", edgecolor="white")
         threshold = config.questions[q].thresholds.get(m)
         if threshold is not None:
