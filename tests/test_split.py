@@ -138,3 +138,22 @@ def test_rescoring_a_split_equals_regrading_and_refuses_another_split(tmp_path: 
     assert rescore([str(first), "--config", str(reseeded)]) == 2
     assert "splits Q1's images otherwise than the graded one did" in capsys.readouterr().err
     assert by_question(regraded)["Q1"]["max_score"] == 25
+
+
+def test_the_class_report_shows_the_metrics_each_score_came_from(tmp_path: Path) -> None:
+    import csv
+
+    from grader.batch.class_report import write_csv
+    from grader.batch.runs import Outcome
+    from grader.batch.submissions import Entry
+
+    config = config_with(tmp_path, "q1", **SPLIT)
+    submission = write_submission(tmp_path / "s", NOISY_Q1.format(p=0.4))
+    _, report = grade(submission, make_reference(tmp_path / "data", n_q1=120), tmp_path / "r.json", "--config",
+                      str(config), "--isolation", "process")
+    write_csv(load_config(config), [Outcome(Entry("s", submission, [], ""), report, 1.0)], tmp_path / "scores.csv")
+    with open(tmp_path / "scores.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    private = report["extra_data"]["metrics"]["q1"]["private"]
+    assert row["q1_accuracy"] == f"{private['accuracy']:.4f}" and row["q1_score"] == f"{report['tests'][1]['score']:g}"
+    assert row["q1_accuracy_low"] == f"{private['interval']['accuracy'][0]:.4f}"
