@@ -56,9 +56,8 @@ def main() -> None:
     p.add_argument("--memory", default="768m")
     p.add_argument("--config", type=Path, help="grade with this config instead of the image's (mounted over it)")
     args = p.parse_args()
-    # Not read-only: the grader closes its inputs to the student user while it grades (chmod), and refuses an
-    # input open to others that it cannot close (see issue #20 on grading without changing modes).
-    config = ["-v", f"{args.config.resolve()}:/autograder/source/grader/config.toml"] if args.config else []
+    # Read-only: inside /autograder/source, which the image closes at build time, the grader never changes its mode.
+    config = ["-v", f"{args.config.resolve()}:/autograder/source/grader/config.toml:ro"] if args.config else []
     results = Path(tempfile.mkdtemp(prefix="docker-grade-"))
     started = time.monotonic()
     cid = subprocess.run(["docker", "run", "-d", "--cpus", args.cpus, "--memory", args.memory, "--network", "none",

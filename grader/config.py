@@ -195,14 +195,15 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
         if not 0 < threshold <= 1:
             raise ConfigError(f"{where('thresholds')}.{metric}: expected a fraction in (0, 1], got {threshold!r}")
     values["thresholds"] = MappingProxyType({m: float(t) for m, t in thresholds.items()})
-    private, shown = values.get("private_visibility", "after_due_date"), values.get("visibility", "visible")
-    if values.get("private_fraction", 0) > 0 and private == "visible":
-        raise ConfigError(f"{where('private_visibility')}: a split question's private part must not be visible at "
-                          f"once (that would show the score it keeps for later): expected after_due_date, "
-                          f"after_published or hidden, or private_fraction = 0")
-    if values.get("private_fraction", 0) > 0 and not may_show(shown, private):
-        raise ConfigError(f"{where('private_visibility')} = {private!r} would show the private part to readers that "
-                          f"[{key}].visibility = {shown!r} keeps the question from: expected {shown!r} or 'hidden'")
+    if values.get("private_fraction", 0) > 0:
+        private, shown = values.get("private_visibility", "after_due_date"), values.get("visibility", "visible")
+        if private == "visible":
+            raise ConfigError(f"{where('private_visibility')}: a split question's private part must not be visible at "
+                              f"once (that would show the score it keeps for later): expected after_due_date, "
+                              f"after_published or hidden, or private_fraction = 0")
+        if not may_show(shown, private):
+            raise ConfigError(f"{where('private_visibility')} = {private!r} would show the private part to readers that "
+                              f"[{key}].visibility = {shown!r} keeps the question from: expected {shown!r} or 'hidden'")
     return QuestionConfig(key=key, **values)
 
 

@@ -23,10 +23,9 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
                   extra_leaderboard: Sequence[dict] = ()) -> dict:
     """Gradescope's results.json; every configured question appears, graded or not. The instructor
     checks' tests and leaderboard entries come after the built-in ones."""
-    tests, metrics = [], {}
+    tests, metrics, markdown = [], {}, config.output_format == "md"
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
-        markdown = config.output_format == "md"
         if cfg.split:
             tests.append({"name": f"{cfg.title} (public part)", "score": 0, "max_score": 0, "visibility": cfg.visibility,
                           "output": test_output(cfg, result, public_score(cfg, result), "public", markdown),
@@ -67,11 +66,10 @@ def public_score(cfg: QuestionConfig, result: QuestionResult) -> Score:
 
 def _summary_line(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
     """A question's line in the top-level output, which students see at once."""
-    if not cfg.split:
-        return (f"{cfg.title}: {score.points:g} / {score.max_points:g}" if may_show(cfg.visibility, visibility.TOP_OUTPUT)
-                else withheld(cfg.title, cfg.visibility))
     if not may_show(cfg.visibility, visibility.TOP_OUTPUT):
         return withheld(cfg.title, cfg.visibility)
+    if not cfg.split:
+        return f"{cfg.title}: {score.points:g} / {score.max_points:g}"
     public = result.metrics.get("public") if result.error is None else None
     shown = ", ".join(f"{m} {value_text(m, public.get(m))}" for m in cfg.thresholds) if public else "not graded"
     return f"{cfg.title}: public part: {shown}; {withheld('score', scored_visibility(cfg))}"

@@ -20,6 +20,7 @@ from export_fixture import HOSTILE, kind_of, make_export
 from grader import batch
 from grader.config import load_config
 from grader.sandbox import DEFAULT_USER, enclosing_cpus, ensure_user, user_processes
+from grader.threads import usable_cores
 from grader.upload import UploadLimits
 from test_isolation import unavailable
 
@@ -368,5 +369,5 @@ def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path
     assert rows["honest"]["q1_accuracy"] == f"{alone['extra_data']['metrics']['q1']['accuracy']:.4f}"
     log = (out / "submissions" / "honest" / "results.json").read_text()
     assert "a CPU scheduling group (cgroup) per question" in log
-    share = (enclosing_cpus() or len(os.sched_getaffinity(0))) / 2
+    share = (enclosing_cpus() or usable_cores()) / 2
     assert f"capped at {share:.2f} CPU" in log and f"intra-op threads: {math.ceil(share)}" in log

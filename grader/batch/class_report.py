@@ -28,6 +28,12 @@ def total(report: dict) -> float:
     return sum(float(t.get("score", 0)) for t in report["tests"])
 
 
+def _scored(config: GraderConfig, report: dict, question: str) -> dict:
+    """The stored metrics a question's score came from (a split question's private part), or {}."""
+    stored = report.get("extra_data", {}).get("metrics", {}).get(question)
+    return (scored_metrics(config.questions[question], stored) if isinstance(stored, dict) else None) or {}
+
+
 def _scores(config: GraderConfig, report: dict) -> dict[str, float]:
     by_title = {t.get("name"): t.get("score", 0) for t in report["tests"]}
     return {q: float(by_title.get(cfg.title, 0)) for q, cfg in config.questions.items()}
@@ -47,12 +53,11 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
         writer = csv.writer(f)
         writer.writerow(header)
         for o in outcomes:
-            metrics, scores, kinds = o.report.get("extra_data", {}).get("metrics", {}), _scores(config, o.report), error_kinds(o)
+            scores, kinds = _scores(config, o.report), error_kinds(o)
             # Text that can come from students (names, submitters, error kinds) goes through csv_cell.
             row: list[object] = [csv_cell(o.entry.name), csv_cell("; ".join(o.entry.submitters)), csv_cell(o.entry.created_at)]
             for q in questions:
-                stored = metrics.get(q) if isinstance(metrics.get(q), dict) else None
-                values = scored_metrics(config.questions[q], stored) or {}  # the metrics the score comes from
+                values = _scored(config, o.report, q)
                 intervals = values.get("interval")
                 intervals = intervals if isinstance(intervals, dict) else {}
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
@@ -128,9 +133,7 @@ def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Pa
     columns = [(q, m) for q in questions for m in METRIC_COLUMNS.get(q, ())]
     fig, axes = plt.subplots(1, max(len(columns), 1), figsize=(4 * max(len(columns), 1), 3.2), squeeze=False)
     for ax, (q, m) in zip(axes[0], columns):
-        stored = [o.report.get("extra_data", {}).get("metrics", {}).get(q) for o in outcomes]
-        scored = [scored_metrics(config.questions[q], s) or {} for s in stored if isinstance(s, dict)]
-        values = [v for metrics in scored if isinstance(v := metrics.get(m), (int, float))]  # what the score came from
+        values = [v for o in outcomes if isinstance(v := _scored(config, o.report, q).get(m), (int, float))]
         ax.hist(values, bins=20, range=(0, 1), color="tab:green", edgecolor="white")
         threshold = config.questions[q].thresholds.get(m)
         if threshold is not None:

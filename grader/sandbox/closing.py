@@ -36,10 +36,6 @@ def inaccessible_ancestor(path: Path) -> Path | None:
     return None
 
 
-def within(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
 def open_to_others(path: Path) -> bool:
     """Whether users other than the owner may reach `path`: group or other bits on it, and every folder on
     the way open to others."""
@@ -71,7 +67,7 @@ def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
     end, what kept them closed; the caller may add its own reason before the end to keep them closed.
     Raises SandboxError, changing nothing, when a path open to others lies in the grader's own folder (closed
     at install time, never here) or cannot be closed (a read-only mount)."""
-    installed = [p for p in paths if within(p, REPOSITORY) and open_to_others(p)]
+    installed = [p for p in paths if p.is_relative_to(REPOSITORY) and open_to_others(p)]
     if installed:
         listed = " ".join(str(p) for p in installed)
         raise SandboxError(f"{listed} {'is' if len(installed) == 1 else 'are'} open to other users, and student code "
@@ -81,7 +77,7 @@ def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
     saved: dict[Path, int] = {}
     kept: list[str] = []
     for path in paths:
-        if within(path, REPOSITORY):
+        if path.is_relative_to(REPOSITORY):
             continue  # closed at install time (checked above): never changed here
         mode = stat.S_IMODE(path.lstat().st_mode)
         if not mode & 0o077:

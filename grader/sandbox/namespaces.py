@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from grader.sandbox.closing import within
 from grader.sandbox.errors import SandboxError
 from grader.sandbox.users import launch_argv
 from grader.text import printable
@@ -47,15 +46,15 @@ def interpreter_paths(protected: list[Path]) -> list[Path]:
     entries = {Path(p).resolve() for p in _child_sys_path() if p and Path(p).is_dir()}
     keep = set()
     for path in prefixes | entries:
-        if any(within(path, s) for s in system):
+        if any(path.is_relative_to(s) for s in system):
             continue
-        if any(within(p, path) for p in protected):
+        if any(p.is_relative_to(path) for p in protected):
             if path in prefixes:
                 raise SandboxError(f"the interpreter's folder {path} holds the grader's files or the reference data; "
                                    "use an interpreter installed elsewhere")
             continue
         keep.add(path)
-    return sorted(p for p in keep if not any(q != p and within(p, q) for q in keep))
+    return sorted(p for p in keep if not any(q != p and p.is_relative_to(q) for q in keep))
 
 
 @functools.cache
@@ -85,7 +84,7 @@ def bwrap_base(paths: list[Path], hidden: Sequence[Path] = ()) -> tuple[list[str
     for name in ETC_FILES:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     mounted = [Path("/") / name for name in ROOT_DIRS] + [Path("/etc") / name for name in ETC_FILES]
-    for path in sorted(p for p in hidden if any(within(p, m.resolve()) for m in mounted)):
+    for path in sorted(p for p in hidden if any(p.is_relative_to(m.resolve()) for m in mounted)):
         args += ["--tmpfs", str(path), "--remount-ro", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
     gpus = sorted(str(p) for p in Path("/dev").glob("nvidia*") if not p.is_dir())
