@@ -65,6 +65,7 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
     score, the run's notes and printed output) and "scored" the test that carries the points (the metrics
     the score comes from, and the score)."""
     where = f" on {result.run.device}" if result.run.device else ""
+    cpu = "" if result.run.cpu_seconds is None else f", {result.run.cpu_seconds:.1f} s of CPU time"
     if result.error is not None:
         error, details = shown_error(cfg, result)
         if markdown:
@@ -76,7 +77,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
         private = part == "scored" and cfg.score_on == "private"
         label = "the public part's " if part == "public" else "the private part's " if private else ""
         parts = [(metrics_markdown if markdown else metrics_text)(result.question, shown),
-                 f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{where})", *interval_lines(cfg, shown)]
+                 f"({label}{shown.get('n')} held-out images, {result.run.seconds:.1f} s{cpu}{where})",
+                 *interval_lines(cfg, shown)]
     if part == "public":
         counted = "the private part's images" if cfg.score_on == "private" else "all the held-out images"
         note = f"Your score comes from {counted}, and is shown {WHEN.get(cfg.private_visibility, 'later')}."

@@ -27,6 +27,7 @@ import numpy as np
 from grader.protocol import POLL_SECONDS, Pipe, read_messages
 from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus
 from grader.threads import thread_settings, usable_cores
+from grader.time_limit import cpu_allowance, wall_guard
 from grader.text import printable
 from grader.upload import UploadError, copy_upload, tree_bytes
 
@@ -105,6 +106,7 @@ class ChildRun:
     confinement: str = ""  # why the child's seccomp filter could not be installed, if it could not
     output: OutputTrim = field(default_factory=lambda: OutputTrim(4000))
     seconds: float = 0.0
+    cpu_seconds: float | None = None  # the question's CPU time, where the time limit was judged on it
     leftovers: int = 0  # processes still running when the question ended, killed
     leftover_files: list[str] = field(default_factory=list)  # files and IPC objects left behind, removed
     cleanup_note: str = ""  # for staff: a limit the cleanup met
@@ -191,7 +193,8 @@ def run_predictions(
     process survives, ContainmentError (a GraderError) ends the question and the run.
     """
     started = time.monotonic()
-    deadline = started + limits.time_limit
+    cpus = sandbox.cpus if sandbox.cpu_time else None  # judged on CPU time: capped beside others, and counted
+    deadline = started + wall_guard(limits.time_limit, cpus)
     stop = threading.Event()
     proc, channel, threads = None, None, []
     try:
@@ -210,10 +213,13 @@ def run_predictions(
                    threading.Thread(target=_drain, args=(Pipe(proc.stdout.fileno(), stop), run.output), daemon=True)]
         for t in threads:
             t.start()
-        yield from _receive(_Question(f"predict_{question}", len(images), tail_shape, limits, deadline),
+        cpu_limit = None if cpus is None else cpu_allowance(limits.time_limit, cpus)
+        yield from _receive(_Question(f"predict_{question}", len(images), tail_shape, limits, deadline, cpu_limit),
                             proc, jail, messages, run)
     finally:
         run.seconds = time.monotonic() - started
+        if cpus is not None:
+            run.cpu_seconds = jail.cpu_seconds()
         _close(jail, stop, threads, channel, proc, run)
 
 
@@ -223,7 +229,8 @@ class _Question:
     images: int
     tail_shape: tuple[int, ...]
     limits: Limits
-    deadline: float  # time.monotonic() at which the question's time is up
+    deadline: float  # time.monotonic() at which the question's time is up (its wall-clock guard, when judged on CPU time)
+    cpu_limit: float | None  # CPU seconds it may use, when judged on CPU time
 
 
 def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Queue,
@@ -234,12 +241,11 @@ def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Q
     while True:
         now = time.monotonic()
         if now >= q.deadline:
-            raise StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within "
-                               f"{q.limits.time_limit:g} s (loading plus all {q.images} images; {expected} "
-                               "graded before the limit)")
+            raise _out_of_time(q, jail, expected)
         if now >= next_check:  # on a timer, however busy the channel is
             next_check = now + POLL_SECONDS
             _check_memory(q, jail)
+            _check_cpu_time(q, jail, expected)
         try:
             message = messages.get(timeout=max(min(q.deadline, next_check) - now, 0.001))
         except queue.Empty:
@@ -283,6 +289,26 @@ def _check_memory(q: _Question, jail: Jail) -> None:
     if used > q.limits.memory_bytes:
         raise StudentError("memory", f"Memory limit exceeded: {q.function}'s processes used "
                            f"{used / 2**20:.0f} MiB (limit {q.limits.memory_bytes / 2**20:.0f} MiB)")
+
+
+def _out_of_time(q: _Question, jail: Jail, expected: int) -> StudentError:
+    done = f"loading plus all {q.images} images; {expected} graded before the limit"
+    if q.cpu_limit is None:
+        return StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within "
+                            f"{q.limits.time_limit:g} s ({done})")
+    used = jail.cpu_seconds() or 0.0
+    return StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within the wall-clock guard of "
+                        f"{wall_guard(q.limits.time_limit, jail.sandbox.cpus):g} s, having used only {used:.1f} of its "
+                        f"{q.cpu_limit:g} CPU seconds: it spent the rest waiting (sleep, a lock, input or output) ({done})")
+
+
+def _check_cpu_time(q: _Question, jail: Jail, expected: int) -> None:
+    used = jail.cpu_seconds() if q.cpu_limit is not None else None
+    if q.cpu_limit is not None and used is not None and used >= q.cpu_limit:
+        per = f"{q.limits.time_limit:g} s of {max(jail.sandbox.cpus or 1.0, 1.0):g} CPU"
+        raise StudentError("timeout", f"Time limit exceeded: {q.function}'s processes used {used:.1f} CPU seconds, "
+                           f"past its limit of {q.cpu_limit:g} ({per}; loading plus all {q.images} images; "
+                           f"{expected} graded before the limit)")
 
 
 def _checked_batch(q: _Question, message: dict, expected: int) -> np.ndarray:

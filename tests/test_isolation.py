@@ -30,6 +30,7 @@ import pytest
 
 from conftest import INSTALL_CLOSED, REPO, by_question, config_with, grade, make_reference, write_submission
 from grader.sandbox import jail as jail_module
+from grader.sandbox import layers as layers_module
 from grader.sandbox import DEFAULT_USER, SandboxError, prepare, user_processes
 from grader.sandbox.cgroup import cgroup_parent
 
@@ -704,6 +705,29 @@ def predict_q1(images):
     assert error(report).startswith("Memory limit exceeded"), error(report)
     assert by_question(report)["Q1"]["score"] == 0
     assert not list(Path("/dev/shm").glob("hog-*"))
+
+
+def test_what_the_grader_puts_on_a_shared_tmpfs_is_not_the_students_memory(tmp_path: Path, monkeypatch) -> None:
+    """Where the scratch folder lies on a tmpfs others share (a /tmp that is one; here /dev/shm), its growth
+    counts as the student's memory from the moment its code starts: the images and the copy of a 360 MiB
+    submission, which the grader put there, do not count; what the code writes there does."""
+    need("user")
+    monkeypatch.setattr(tempfile, "tempdir", "/dev/shm")
+    monkeypatch.setattr(layers_module, "mount_refused", lambda: "no mount, as in Docker")  # no tmpfs of its own
+    weights = {f"weights{i}.bin": b"\0" * (90 * 2**20) for i in range(4)}
+    quiet = "def predict_q1(images):\n    return scores(images)\n"
+    writer = ("def predict_q1(images):\n    with open('more.bin', 'wb') as f:\n"
+              "        f.write(b'x' * (360 * 2**20))\n    import time\n    time.sleep(30)\n")
+    for name, code in (("quiet", quiet), ("writer", writer)):
+        submission = write_submission(tmp_path / name, code + VALID_SCORES, **weights)
+        data = make_reference(tmp_path / f"data-{name}", n_q1=20)
+        _, report = grade(submission, data, tmp_path / f"{name}.json", "--config", str(config_with(tmp_path, "q1")),
+                          *LAYERS["user"], "--memory-limit", "400")
+        if name == "quiet":
+            assert error(report) == "", error(report)
+        else:
+            assert error(report).startswith("Memory limit exceeded"), error(report)
+    assert not [p for p in Path("/dev/shm").glob("grader-*") if p.stat().st_uid == 0 and "q1" in p.name]
 
 
 def test_open_files_are_capped_for_good(tmp_path: Path, layer: str) -> None:

@@ -76,7 +76,7 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
             prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=args.jobs).close()
         except SandboxError as exc:
             raise BatchError(f"concurrent runs need the namespace layer and a CPU scheduling group per question "
-                             f"(time limits are wall-clock: a neighbour must not take a run's CPU), and they could not "
+                             f"(a neighbour must not take a run's CPU), and they could not "
                              f"be had: {exc}. Grade with --jobs 1 (and no --dask)") from None
         # Each run is capped at its share of the machine: `jobs` runs at once here; on a remote Dask worker,
         # as many as the worker has threads (grade_remote).

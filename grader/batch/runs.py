@@ -23,8 +23,9 @@ from grader import __version__, duplicates
 from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
-from grader.sandbox import DEFAULT_USER, open_lock
+from grader.sandbox import DEFAULT_USER, open_lock, question_cpus
 from grader.text import printable
+from grader.time_limit import wall_guard
 
 GRADER = Path(__file__).resolve().parents[1]  # the grader package, whose code is part of the key
 MAX_JOBS = 99  # student users grader-student, grader-student-2, ... grader-student-99
@@ -125,12 +126,15 @@ class Batch:
                         str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
                         f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options,
                         *([f"--cpu-share={self.settings.cpu_share}"] if self.settings.cpu_share else [])]
+                # Judged on CPU time, a question may take its wall-clock guard: the grader gets as much more.
+                cpus = question_cpus(self.settings.cpu_share) if self.settings.cpu_share else None
+                timeout = wall_guard(self.settings.timeout, cpus)
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       timeout=self.settings.timeout, check=False)
+                                       timeout=timeout, check=False)
                     except subprocess.TimeoutExpired:
-                        problem = f"the grader did not finish within {self.settings.timeout} s and was killed"
+                        problem = f"the grader did not finish within {timeout:g} s and was killed"
                 files = duplicates.file_hashes(submission)
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)

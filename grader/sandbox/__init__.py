@@ -36,7 +36,7 @@ from grader.sandbox.cgroup import enclosing_cpus, memory_left_mib
 from grader.sandbox.closing import closed_paths, closed_to_others, protected
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
-from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare
+from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare, question_cpus
 from grader.sandbox.memory import resident_bytes
 from grader.sandbox.namespaces import probe_bwrap
 from grader.sandbox.procfs import user_processes
@@ -44,4 +44,4 @@ from grader.sandbox.users import DEFAULT_USER, ensure_user, open_lock
 
 __all__ = ["DEFAULT_USER", "ISOLATIONS", "MEMORY_ACCOUNTING", "ContainmentError", "Jail", "Sandbox", "SandboxError",
            "closed_paths", "closed_to_others", "enclosing_cpus", "ensure_user", "memory_left_mib", "open_lock",
-           "prepare", "probe_bwrap", "protected", "resident_bytes", "user_processes"]
+           "prepare", "probe_bwrap", "protected", "question_cpus", "resident_bytes", "user_processes"]

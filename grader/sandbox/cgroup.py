@@ -119,7 +119,7 @@ def memory_left_mib(reserve: int = MARGIN) -> int | None:
 
 
 # What shows that a writable hierarchy of version 1 holds a controller.
-V1_MARKER = {"memory": "memory.limit_in_bytes", "cpu": "cpu.shares"}
+V1_MARKER = {"memory": "memory.limit_in_bytes", "cpu": "cpu.shares", "cpuacct": "cpuacct.usage"}
 
 
 def cgroup_parent(controller: str) -> tuple[Path, int] | str:
@@ -177,6 +177,16 @@ class QuestionCgroup:
         except OSError:
             return []
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user and system) the kernel has charged to the group's processes, the living and the
+        gone alike, in seconds; None where this hierarchy does not count it (a v1 hierarchy without cpuacct)."""
+        try:
+            if self.version == 2:
+                return read_key(self.path / "cpu.stat", "usage_usec") / 1e6
+            return int((self.path / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+
     def kill(self) -> None:
         """SIGKILL every member (v2 in one step; v1 one by one, which the namespace or uid kill backs up)."""
         if self.version == 2 and (self.path / "cgroup.kill").exists():
@@ -229,6 +239,26 @@ class CpuCgroup(QuestionCgroup):
             raise OSError(where)
         group = cls.make(*where, cpu_cap(cpus, where[1]) if cpus else {}, {})
         return cls(group.path, group.version)
+
+
+class CpuacctCgroup(QuestionCgroup):
+    """One question's CPU-time count where cgroup v1 mounts cpuacct apart from cpu (elsewhere the CPU group
+    or the v2 group counts it already)."""
+
+    @classmethod
+    def create(cls) -> "CpuacctCgroup":
+        where = cgroup_parent("cpuacct")
+        if isinstance(where, str):
+            raise OSError(where)
+        group = cls.make(*where, {}, {})
+        return cls(group.path, group.version)
+
+
+def cpu_time_counted(cpu_group: tuple[Path, int]) -> bool:
+    """Whether a question's CPU time can be read from the kernel, given where its CPU group is made: v2 counts
+    it in every group, v1 where cpuacct shares the cpu hierarchy or has a writable one of its own."""
+    base, version = cpu_group
+    return version == 2 or (base / "cpuacct.usage").exists() or not isinstance(cgroup_parent("cpuacct"), str)
 
 
 class MemoryCgroup(QuestionCgroup):

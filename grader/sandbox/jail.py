@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from grader.sandbox.cgroup import CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
+from grader.sandbox.cgroup import CpuacctCgroup, CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
 from grader.sandbox.cleanup import remove_sysv_ipc
 from grader.sandbox.errors import ContainmentError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
@@ -50,6 +50,8 @@ class Jail:
         """`contents`: bytes the grader will put in the scratch folder (the images, the submission's copy)."""
         self.sandbox, self.memory_limit = sandbox, memory_limit
         self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None
+        self.cpu: QuestionCgroup | None = None
+        self.cpuacct: QuestionCgroup | None = None
         # In cgroup v2 a process is in one cgroup: a v2 memory cgroup whose parent delegates cpu is the CPU group too.
         shared = self.cgroup is not None and cgroup_parent("cpu") == (self.cgroup.path.parent, 2)
         try:
@@ -57,9 +59,11 @@ class Jail:
                 for name, value in cpu_cap(sandbox.cpus, 2).items():
                     (self.cgroup.path / name).write_text(value)
             self.cpu = CpuCgroup.create(sandbox.cpus) if sandbox.cpu_share and not shared else None
+            if sandbox.cpu_time and self._counter() is None:  # v1 with cpuacct mounted apart
+                self.cpuacct = CpuacctCgroup.create()
         except OSError:
-            if self.cgroup is not None:
-                self.cgroup.remove()
+            for group in self.groups:
+                group.remove()
             raise
         self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
         self.mounted = False
@@ -83,13 +87,25 @@ class Jail:
         self.namespace: tuple[int, int] | None = None
         self._leftovers = 0
         self._tmpfs = tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
-        self._baseline = shared_tmpfs_used(self._tmpfs)
-        self._scratch_baseline = 0  # what the grader put in a mounted scratch folder, set at start()
+        # Set at start(), after the grader has put the images and the copy of the submission in place: only
+        # what the student's code writes counts as its memory.
+        self._baseline: dict[int, int] = {}  # bytes used on each shared tmpfs (the scratch folder may be on one)
+        self._scratch_baseline = 0  # bytes used in a mounted scratch folder
 
     @property
     def groups(self) -> list[QuestionCgroup]:
-        """The question's cgroups, one per hierarchy (memory, cpu), whichever could be made."""
-        return [g for g in (self.cgroup, self.cpu) if g is not None]
+        """The question's cgroups, one per hierarchy (memory, cpu, cpuacct), whichever could be made."""
+        return [g for g in (self.cgroup, self.cpu, self.cpuacct) if g is not None]
+
+    def _counter(self) -> QuestionCgroup | None:
+        return next((g for g in self.groups if g.cpu_seconds() is not None), None)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process of the question so far, the kernel's count (None where it is not kept):
+        no process of the student's can leave the group, so none escapes it, and a neighbour's load cannot
+        add to it."""
+        counter = self._counter() if self.sandbox.cpu_time else None
+        return None if counter is None else counter.cpu_seconds()
 
     def env(self) -> dict[str, str]:
         tmp = "/tmp" if self.sandbox.bwrap else str(self.home)
@@ -105,6 +121,7 @@ class Jail:
         """Start `program` in the jail: in its namespaces, as the student, in its cgroup."""
         if self.mounted:
             self._scratch_baseline = used_bytes(str(self.scratch))
+        self._baseline = shared_tmpfs_used(self._tmpfs)
         info_read = None
         if self.sandbox.bwrap:
             info_read, info_write = os.pipe()

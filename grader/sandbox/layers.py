@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent, enclosing_cpus
+from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent, cpu_time_counted, enclosing_cpus
 from grader.sandbox.cleanup import KNOWN_SHARED, WALK_SECONDS, sweep, walk_world_writable
 from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
@@ -25,6 +25,7 @@ from grader.sandbox.namespaces import bwrap_base, interpreter_paths, probe_bwrap
 from grader.sandbox.scratch import mount_refused
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
 from grader.threads import usable_cores
+from grader.time_limit import describe as describe_time_limit
 
 ISOLATIONS = ("auto", "namespace", "user", "process")
 MEMORY_ACCOUNTING = ("auto", "cgroup", "processes")
@@ -53,6 +54,7 @@ class Sandbox:
     cgroups: bool = False
     cpu_share: bool = False  # each question its own CPU scheduling group
     cpus: float | None = None  # each question's cap in CPUs, when runs share the machine (a batch)
+    cpu_time: bool = False  # time judged on the question's CPU time, which its cgroup counts (capped runs)
     scratch_tmpfs: bool = False  # each question's scratch folder a tmpfs of its own size (scratch.py)
     marker: str = field(default_factory=lambda: secrets.token_hex(8))
     protected: list[Path] = field(default_factory=list)
@@ -99,6 +101,11 @@ class Sandbox:
         """Remove what the student user left at the top of `folders` (user layer only; nothing of the
         student runs now, so nothing can race the removal)."""
         return [] if self.uid is None else sweep(folders, self.uid, self.gid)
+
+
+def question_cpus(cpu_share: int) -> float:
+    """The cap of each question when `cpu_share` runs share the CPUs the grader may use."""
+    return (enclosing_cpus() or usable_cores()) / cpu_share
 
 
 def _python_blocked() -> str | None:
@@ -176,12 +183,14 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
                          "many processes a neighbour starts, it cannot take this question's share")
         if cpu_share:
             machine = enclosing_cpus() or usable_cores()
-            cpus = machine / cpu_share
+            cpus = question_cpus(cpu_share)
             if cpus < MIN_CPUS:
                 raise SandboxError(f"--cpu-share {cpu_share}: {machine:g} CPUs shared by {cpu_share} runs leaves "
                                    f"{cpus:.2f} CPU each, under the {MIN_CPUS} a run needs")
             layers["cpu"] += (f", capped at {cpus:.2f} CPU ({machine:g} shared by {cpu_share} runs), busy "
                               "neighbours or idle")
+    cpu_time = cpus is not None and not isinstance(cpu_where, str) and cpu_time_counted(cpu_where)
+    layers["time"] = describe_time_limit(cpus, cpu_time)
     refused = mount_refused()
     if refused is None:
         layers["disk"] = ("each question's scratch folder (its copy of the submission, its home) a tmpfs of its own, "
@@ -191,7 +200,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         layers["disk"] = f"not bounded in total ({refused}); each file the student writes is capped (RLIMIT_FSIZE)"
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
                       tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
-                      scratch_tmpfs=refused is None,
+                      cpu_time=cpu_time, scratch_tmpfs=refused is None,
                       protected=closed_paths(protected) if root and not bwrap else [])
     if root:
         # Orphans of the student's (a double fork) come to the grader, which reaps them: a zombie reparented
