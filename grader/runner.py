@@ -299,7 +299,7 @@ def _out_of_time(q: _Question, jail: Jail, expected: int) -> StudentError:
     used = jail.cpu_seconds() or 0.0
     return StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within the wall-clock guard of "
                         f"{wall_guard(q.limits.time_limit, jail.sandbox.cpus):g} s, having used only {used:.1f} of its "
-                        f"{q.cpu_limit:g} CPU seconds: it spent the rest waiting (sleep, a lock, input or output) ({done})")
+                        f"{q.cpu_limit:g} CPU seconds: it spent the rest waiting on sleep, a lock, input or output ({done})")
 
 
 def _check_cpu_time(q: _Question, jail: Jail, expected: int) -> None:

@@ -350,9 +350,9 @@ def predict_q1(images):
 
 
 def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path: Path) -> None:
-    """Time limits are wall-clock: with --jobs 2 each question has a CPU scheduling group of its own, capped
-    at half the machine, so a neighbour that forks busy loops cannot push an honest run past its limit, and
-    the honest run's threads fit its cap."""
+    """With --jobs 2 each question has a CPU scheduling group of its own, capped at half the machine, so a
+    neighbour that forks busy loops cannot push an honest run past its limit (judged on its own CPU time),
+    and the honest run's threads fit its cap. The hog ends on its CPU time too."""
     reason = unavailable("namespace")
     if reason:
         pytest.skip(reason)
