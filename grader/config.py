@@ -71,8 +71,8 @@ class QuestionConfig:
     rounding: str = field(default="nearest", metadata={"doc": "nearest, down or up"})
     visibility: str = field(default="visible", metadata={"doc": "Gradescope visibility of this test"})
     batch_size: int = field(default=100, metadata={"doc": "images per predict() call", "bound": Bound(int, 1)})
-    time_limit: float = field(default=240.0, metadata={"doc": "seconds for the whole question: wall-clock alone, of one "
-                                                              "CPU's time beside other runs",
+    time_limit: float = field(default=240.0, metadata={"doc": "seconds for the whole question: wall-clock alone, at the "
+                                                              "CPU cap's rate beside other runs",
                                                        "bound": Bound(float, 0, inclusive=False)})
     output_limit: int = field(default=4000, metadata={"doc": "characters of student output kept",
                                                       "bound": Bound(int, 0)})

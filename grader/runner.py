@@ -3,7 +3,8 @@
 The grader never imports student code. It writes the images (never the labels) to a scratch folder,
 starts grader/child.py there, and reads back a stream of raw score arrays from a private pipe, checking
 every header, shape and dtype itself (no pickle). The child's printed output is kept, trimmed to its
-start and end. A time limit covers the whole question, the copy of the upload included; past it, or when
+start and end. A time limit covers the whole question (the copy of the upload under its wall-clock time:
+the copy runs outside the question's cgroups, and so outside its CPU count); past it, or when
 grading ends in any way, every process of the run is killed, the grader checks that none is left, and the
 scratch folder is removed (grader/sandbox/jail.py says how).
 """
@@ -292,20 +293,28 @@ def _check_memory(q: _Question, jail: Jail) -> None:
 
 
 def _out_of_time(q: _Question, jail: Jail, expected: int) -> StudentError:
+    """The error for a question past its wall-clock time: its limit, or its guard when judged on CPU time
+    (unless its CPU time ran out in the same moment)."""
+    _check_cpu_time(q, jail, expected)
     done = f"loading plus all {q.images} images; {expected} graded before the limit"
     if q.cpu_limit is None:
         return StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within "
                             f"{q.limits.time_limit:g} s ({done})")
-    used = jail.cpu_seconds() or 0.0
+    used = jail.cpu_seconds()
+    spent = "an unknown part" if used is None else f"only {used:.1f}"
     return StudentError("timeout", f"Time limit exceeded: {q.function} did not finish within the wall-clock guard of "
-                        f"{wall_guard(q.limits.time_limit, jail.sandbox.cpus):g} s, having used only {used:.1f} of its "
-                        f"{q.cpu_limit:g} CPU seconds: it spent the rest waiting on sleep, a lock, input or output ({done})")
+                        f"{wall_guard(q.limits.time_limit, jail.sandbox.cpus):g} s, having used {spent} of its "
+                        f"{q.cpu_limit:g} CPU seconds: the rest of the time it was waiting (sleep, a lock, input or "
+                        f"output), or the machine was too busy to give it its share ({done})")
 
 
 def _check_cpu_time(q: _Question, jail: Jail, expected: int) -> None:
-    used = jail.cpu_seconds() if q.cpu_limit is not None else None
-    if q.cpu_limit is not None and used is not None and used >= q.cpu_limit:
-        per = f"{q.limits.time_limit:g} s of {max(jail.sandbox.cpus or 1.0, 1.0):g} CPU"
+    """Raise the timeout once the question's CPU time reaches its allowance (when judged on CPU time)."""
+    if q.cpu_limit is None:
+        return
+    used = jail.cpu_seconds()
+    if used is not None and used >= q.cpu_limit:
+        per = f"{q.limits.time_limit:g} s at a {jail.sandbox.cpus or 0:.2f}-CPU cap"
         raise StudentError("timeout", f"Time limit exceeded: {q.function}'s processes used {used:.1f} CPU seconds, "
                            f"past its limit of {q.cpu_limit:g} ({per}; loading plus all {q.images} images; "
                            f"{expected} graded before the limit)")

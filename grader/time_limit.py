@@ -12,18 +12,18 @@ WALL_GUARD = 2.0  # a run judged on CPU time may take this many times its limit 
 
 
 def cpu_allowance(time_limit: float, cpus: float) -> float:
-    """CPU seconds a question capped at `cpus` may use: `time_limit` seconds of one CPU, or of its whole
-    cap when that is larger (its thread pools are sized to the cap). Under one CPU the cap stretches the
-    wall time, not the allowance: a run's grade does not depend on how many runs share the machine."""
-    return time_limit * max(cpus, 1.0)
+    """CPU seconds a question capped at `cpus` may use: `time_limit` seconds at the cap's rate. The cap is
+    the machine the run gets (its thread pools are sized to it), so a run that keeps its cap busy is judged
+    on the wall time it takes at the cap with nothing else on the machine, whatever its neighbours do. A
+    run that uses less than its cap (one thread under a cap above one CPU, work on a GPU, waiting) meets
+    the wall-clock guard first: more time than its limit, never less."""
+    return time_limit * cpus
 
 
 def wall_guard(time_limit: float, cpus: float | None) -> float:
     """Wall-clock seconds a question may take: `time_limit` when judged on the wall clock (`cpus` None),
-    else WALL_GUARD times the wall time its CPU allowance needs at its cap."""
-    if cpus is None:
-        return time_limit
-    return WALL_GUARD * cpu_allowance(time_limit, cpus) / cpus
+    else WALL_GUARD times that."""
+    return time_limit if cpus is None else WALL_GUARD * time_limit
 
 
 def describe(cpus: float | None, counted: bool) -> str:
@@ -34,6 +34,6 @@ def describe(cpus: float | None, counted: bool) -> str:
     if not counted:
         return ("wall-clock time: the kernel keeps no count of a question's CPU time here (no cpuacct hierarchy), "
                 "and only the cap keeps neighbours to their share")
-    return (f"the CPU time of the question's whole process tree, the kernel's count (cgroup): time_limit seconds of "
-            f"{max(cpus, 1.0):g} CPU, a neighbour's load or a busy machine adding nothing, with a wall-clock guard of "
-            f"{wall_guard(1.0, cpus):g} x time_limit for a run that waits")
+    return (f"the CPU time of the question's whole process tree, the kernel's count (cgroup): time_limit seconds at "
+            f"its {cpus:.2f}-CPU cap, a neighbour's load or a busy machine adding nothing, with a wall-clock guard of "
+            f"{WALL_GUARD:g} x time_limit for a run that waits")

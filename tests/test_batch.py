@@ -372,6 +372,8 @@ def test_a_cpu_hog_beside_an_honest_run_leaves_its_score_as_it_is_alone(tmp_path
                        "--device", "cpu"]) == 0
     rows = _rows(out)
     assert rows["hog"]["q1_error"] == "timeout"
+    hog = json.loads((out / "submissions" / "hog" / "results.json").read_text())
+    assert "CPU seconds, past its limit of" in hog["extra_data"]["metrics"]["q1"]["error"]
     _, alone = grade(folder / "honest", data, tmp_path / "alone.json", "--config", str(config))
     assert "error" not in alone["extra_data"]["metrics"]["q1"], alone["extra_data"]["metrics"]
     assert rows["honest"]["q1_error"] == "" and float(rows["honest"]["total"]) == alone["tests"][0]["score"]

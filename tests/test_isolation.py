@@ -716,8 +716,8 @@ def test_what_the_grader_puts_on_a_shared_tmpfs_is_not_the_students_memory(tmp_p
     monkeypatch.setattr(layers_module, "mount_refused", lambda: "no mount, as in Docker")  # no tmpfs of its own
     weights = {f"weights{i}.bin": b"\0" * (90 * 2**20) for i in range(4)}
     quiet = "def predict_q1(images):\n    return scores(images)\n"
-    writer = ("def predict_q1(images):\n    with open('more.bin', 'wb') as f:\n"
-              "        f.write(b'x' * (360 * 2**20))\n    import time\n    time.sleep(30)\n")
+    writer = ("def predict_q1(images):\n    with open('more.bin', 'wb') as f:\n        for _ in range(450):\n"
+              "            f.write(b'x' * 2**20)\n    import time\n    time.sleep(30)\n")
     for name, code in (("quiet", quiet), ("writer", writer)):
         submission = write_submission(tmp_path / name, code + VALID_SCORES, **weights)
         data = make_reference(tmp_path / f"data-{name}", n_q1=20)

@@ -21,14 +21,12 @@ from grader.time_limit import WALL_GUARD, cpu_allowance, wall_guard
 from test_isolation import LAYERS, error, grade_q1, student_uid, unavailable
 
 
-def test_the_allowance_does_not_depend_on_how_many_runs_share_the_machine() -> None:
-    # Under one CPU a cap stretches the wall time a run needs, never the CPU time it is allowed.
-    assert cpu_allowance(25, 0.25) == cpu_allowance(25, 0.5) == cpu_allowance(25, 1.0) == 25
-    assert wall_guard(25, 0.5) == 2 * wall_guard(25, 1.0) == 2 * WALL_GUARD * 25
-    # Above one CPU the run's thread pools use its whole cap, and may use its CPU time.
-    assert cpu_allowance(25, 4.0) == 100 and wall_guard(25, 4.0) == WALL_GUARD * 25
-    # Alone, the wall clock.
-    assert wall_guard(25, None) == 25
+def test_a_run_that_keeps_its_cap_busy_is_judged_on_its_wall_time_at_the_cap() -> None:
+    for cap in (0.25, 0.5, 1.0, 1.5, 4.0):
+        # Busy at its cap for exactly its limit, a run has used exactly its allowance; the guard gives it twice that.
+        assert cpu_allowance(25, cap) == 25 * cap
+        assert wall_guard(25, cap) == WALL_GUARD * 25 == 50
+    assert wall_guard(25, None) == 25  # alone, the wall clock
 
 
 @pytest.fixture(params=sorted(LAYERS))
@@ -94,7 +92,7 @@ def _grade(tmp_path: Path, flags: tuple[str, ...], stop: float = 0) -> dict:
     if not data.exists():
         make_reference(data, n_q1=200)
     stopper = _stop_the_student_for(stop) if stop else None
-    _, report = grade(submission, data, tmp_path / f"results-{stop}.json", "--timeout", "10", "--config",
+    _, report = grade(submission, data, tmp_path / f"results-{stop}.json", "--timeout", "15", "--config",
                       str(config_with(tmp_path, "q1")), *flags)
     if stopper is not None:
         stopper.join()
@@ -102,13 +100,13 @@ def _grade(tmp_path: Path, flags: tuple[str, ...], stop: float = 0) -> dict:
 
 
 def test_a_run_kept_from_the_cpu_keeps_its_time_limit_and_its_score(tmp_path: Path, capped: str) -> None:
-    report = _grade(tmp_path, (*LAYERS[capped], *CAPPED), stop=12)
+    report = _grade(tmp_path, (*LAYERS[capped], *CAPPED), stop=16)
     q1 = report["tests"][0]
     assert error(report) == "", q1["output"]
     found = re.search(r"held-out images, ([0-9.]+) s, ([0-9.]+) s of CPU time", q1["output"])
     assert found, q1["output"]
     seconds, cpu = map(float, found.groups())
-    assert seconds > 12 and cpu < 10, q1["output"]  # past its limit on the wall clock, within it on the CPU
+    assert seconds > 16 and cpu < 15, q1["output"]  # past its limit on the wall clock, within it on the CPU
     alone = _grade(tmp_path, (*LAYERS[capped], *CAPPED))["tests"][0]
     assert q1["score"] == alone["score"] and q1["output"].split("\n")[0] == alone["output"].split("\n")[0]
     assert "time: the CPU time of the question's whole process tree" in json.dumps(report)
@@ -119,8 +117,8 @@ def test_the_same_stop_costs_a_run_judged_on_the_wall_clock_its_limit(tmp_path: 
     reason = unavailable("namespace")
     if reason:
         pytest.skip(reason)
-    report = _grade(tmp_path, LAYERS["namespace"], stop=12)
-    assert error(report).startswith("Time limit exceeded: predict_q1 did not finish within 10 s"), error(report)
+    report = _grade(tmp_path, LAYERS["namespace"], stop=16)
+    assert error(report).startswith("Time limit exceeded: predict_q1 did not finish within 15 s"), error(report)
 
 
 HIDDEN_WORKERS = """
@@ -150,12 +148,10 @@ def predict_q1(images):
 def test_cpu_time_spent_in_vanished_processes_is_counted(tmp_path: Path, capped: str) -> None:
     """Per-process accounting misses processes the kernel reaps before anyone reads them; the cgroup's
     count keeps every one: the run ends on its CPU time, long before its wall-clock guard."""
-    started = time.monotonic()
     _, report = grade_q1(tmp_path, HIDDEN_WORKERS, capped, "--timeout", "6", *CAPPED)
     cpus = question_cpus(2)
-    assert f"CPU seconds, past its limit of {cpu_allowance(6, cpus):g} (6 s of {max(cpus, 1):g} CPU" in error(report), \
+    assert f"CPU seconds, past its limit of {cpu_allowance(6, cpus):g} (6 s at a {cpus:.2f}-CPU cap" in error(report), \
         error(report)
-    assert time.monotonic() - started < wall_guard(6, cpus), "ended by the guard, not by the CPU time"
 
 
 def test_a_run_that_only_waits_ends_at_the_wall_clock_guard(tmp_path: Path, capped: str) -> None:

@@ -126,7 +126,7 @@ class Batch:
                         str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
                         f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options,
                         *([f"--cpu-share={self.settings.cpu_share}"] if self.settings.cpu_share else [])]
-                # Judged on CPU time, a question may take its wall-clock guard: the grader gets as much more.
+                # Beside other runs a question may take its wall-clock guard: the grader gets as much more.
                 cpus = question_cpus(self.settings.cpu_share) if self.settings.cpu_share else None
                 timeout = wall_guard(self.settings.timeout, cpus)
                 with open(folder / "grader.log", "wb") as log:

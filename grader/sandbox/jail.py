@@ -59,13 +59,18 @@ class Jail:
                 for name, value in cpu_cap(sandbox.cpus, 2).items():
                     (self.cgroup.path / name).write_text(value)
             self.cpu = CpuCgroup.create(sandbox.cpus) if sandbox.cpu_share and not shared else None
-            if sandbox.cpu_time and self._counter() is None:  # v1 with cpuacct mounted apart
-                self.cpuacct = CpuacctCgroup.create()
+            # The CPU time, read from the group that counts it: the CPU group (v1 with cpuacct beside cpu, or
+            # v2), the v2 memory group that is the CPU group too, or a cpuacct group of its own (v1 apart).
+            counter: QuestionCgroup | None = next(
+                (g for g in (self.cpu, self.cgroup) if g is not None and g.cpu_seconds() is not None), None)
+            if sandbox.cpu_time and counter is None:
+                self.cpuacct = counter = CpuacctCgroup.create()
+            self._cpu_counter = counter if sandbox.cpu_time else None
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
         except OSError:
             for group in self.groups:
                 group.remove()
             raise
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
         self.mounted = False
         if sandbox.scratch_tmpfs:
             try:
@@ -97,15 +102,11 @@ class Jail:
         """The question's cgroups, one per hierarchy (memory, cpu, cpuacct), whichever could be made."""
         return [g for g in (self.cgroup, self.cpu, self.cpuacct) if g is not None]
 
-    def _counter(self) -> QuestionCgroup | None:
-        return next((g for g in self.groups if g.cpu_seconds() is not None), None)
-
     def cpu_seconds(self) -> float | None:
-        """CPU time of every process of the question so far, the kernel's count (None where it is not kept):
-        no process of the student's can leave the group, so none escapes it, and a neighbour's load cannot
-        add to it."""
-        counter = self._counter() if self.sandbox.cpu_time else None
-        return None if counter is None else counter.cpu_seconds()
+        """CPU time of every process of the question so far, the kernel's count (None where the time is not
+        judged on it): no process of the student's can leave the group, so none escapes it, and a
+        neighbour's load cannot add to it."""
+        return None if self._cpu_counter is None else self._cpu_counter.cpu_seconds()
 
     def env(self) -> dict[str, str]:
         tmp = "/tmp" if self.sandbox.bwrap else str(self.home)
