@@ -8,6 +8,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 from conftest import config_with, grade, make_reference, write_submission
 from grader.sandbox import question_cpus, user_processes
-from grader.sandbox.cgroup import cgroup_parent, cpu_time_counted
+from grader.sandbox.cgroup import QuestionCgroup, cgroup_parent, cpu_time_counted
 from grader.time_limit import WALL_GUARD, cpu_allowance, wall_guard
 from test_isolation import LAYERS, error, grade_q1, student_uid, unavailable
 
@@ -27,6 +29,51 @@ def test_a_run_that_keeps_its_cap_busy_is_judged_on_its_wall_time_at_the_cap() -
         assert cpu_allowance(25, cap) == 25 * cap
         assert wall_guard(25, cap) == WALL_GUARD * 25 == 50
     assert wall_guard(25, None) == 25  # alone, the wall clock
+
+
+BURN = """
+import os, time
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+if os.fork() == 0:  # a child whose time its parent never collects: the group counts it still
+    burn(0.5)
+    os._exit(0)
+burn(0.5)
+time.sleep(0.2)
+"""
+
+
+def _writable_groups() -> list[tuple[Path, int]]:
+    """Where a group that counts CPU time can be made here: v1's cpuacct hierarchy, and any cgroup2 one."""
+    found = []
+    if not isinstance(where := cgroup_parent("cpuacct"), str):
+        found.append(where)
+    own = next(line.split("::", 1)[1].strip() for line in open("/proc/self/cgroup") if line.startswith("0::"))
+    for line in open("/proc/self/mountinfo"):
+        if line.split(" - ", 1)[1].startswith("cgroup2 "):
+            folder = Path(line.split()[4]) / own.lstrip("/")
+            if os.access(folder, os.W_OK) and (folder / "cpu.stat").exists():
+                found.append((folder, 2))
+    return found
+
+
+def test_each_cgroup_version_counts_the_time_of_a_whole_process_tree() -> None:
+    """The two readings (v1 cpuacct.usage, v2 cpu.stat) against a real kernel: a process and a child that
+    exits unreaped burn 0.5 s of CPU each; the group has counted about 1 s."""
+    groups = _writable_groups()
+    if not groups:
+        pytest.skip("no cgroup here that counts CPU time and that this user may make")
+    for base, version in groups:
+        group = QuestionCgroup.make(base, version, {}, {})
+        try:
+            join = lambda: group.procs_file.write_text(str(os.getpid()))  # noqa: E731
+            subprocess.run([sys.executable, "-c", BURN], preexec_fn=join, check=True, timeout=30)
+            used = group.cpu_seconds()
+            assert used is not None and 0.9 <= used < 3, (version, used)
+        finally:
+            group.remove()
 
 
 @pytest.fixture(params=sorted(LAYERS))

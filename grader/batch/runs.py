@@ -23,9 +23,9 @@ from grader import __version__, duplicates
 from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
-from grader.sandbox import DEFAULT_USER, open_lock, question_cpus
+from grader.sandbox import DEFAULT_USER, open_lock
 from grader.text import printable
-from grader.time_limit import wall_guard
+from grader.time_limit import WALL_GUARD
 
 GRADER = Path(__file__).resolve().parents[1]  # the grader package, whose code is part of the key
 MAX_JOBS = 99  # student users grader-student, grader-student-2, ... grader-student-99
@@ -127,8 +127,7 @@ class Batch:
                         f"--student-user={user}", "--predictions", str(folder / "predictions.npz"), *self.settings.options,
                         *([f"--cpu-share={self.settings.cpu_share}"] if self.settings.cpu_share else [])]
                 # Beside other runs a question may take its wall-clock guard: the grader gets as much more.
-                cpus = question_cpus(self.settings.cpu_share) if self.settings.cpu_share else None
-                timeout = wall_guard(self.settings.timeout, cpus)
+                timeout = self.settings.timeout * (WALL_GUARD if self.settings.cpu_share else 1)
                 with open(folder / "grader.log", "wb") as log:
                     try:
                         subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
