@@ -147,6 +147,9 @@ _CHOICES = {
     "rounding": ("nearest", "down", "up"), "visibility": VISIBILITIES, "mode": ("code", "predictions"),
     "private_visibility": VISIBILITIES, "score_on": ("private", "all"), "grace": ("none", "interval"),
 }
+# The same for the [grader] table.
+_GRADER_CHOICES = {"device": DEVICES, "output_format": OUTPUT_FORMATS, "over_limit_keeps": KEEPS,
+                   "visibility": VISIBILITIES, "stdout_visibility": VISIBILITIES}
 # The course's own file names for prediction-file mode.
 PREDICTION_FILES = {"q1": "Q1_label_predictions.npy", "q2": "Q2_sseg_predictions.npy"}
 
@@ -232,17 +235,9 @@ def load_config(path: Path = DEFAULT_CONFIG) -> GraderConfig:
             grader[name] = bounds[name].check(f"{path}: [grader].{name}", grader[name])
         else:
             _check_type(f"{path}: [grader].{name}", grader[name], str)
-    if grader.get("device", "auto") not in DEVICES:
-        raise ConfigError(f"{path}: [grader].device: expected one of {', '.join(DEVICES)}, got {grader['device']!r}")
-    if grader.get("output_format", "md") not in OUTPUT_FORMATS:
-        raise ConfigError(f"{path}: [grader].output_format: expected one of {', '.join(OUTPUT_FORMATS)}, "
-                          f"got {grader['output_format']!r}")
-    if grader.get("over_limit_keeps", "best") not in KEEPS:
-        raise ConfigError(f"{path}: [grader].over_limit_keeps: expected one of {', '.join(KEEPS)}, "
-                          f"got {grader['over_limit_keeps']!r}")
-    for name in ("visibility", "stdout_visibility"):
-        if grader.get(name, "visible") not in VISIBILITIES:
-            raise ConfigError(f"{path}: [grader].{name}: expected one of {', '.join(VISIBILITIES)}, got {grader[name]!r}")
+    for name, choices in _GRADER_CHOICES.items():
+        if name in grader and grader[name] not in choices:
+            raise ConfigError(f"{path}: [grader].{name}: expected one of {', '.join(choices)}, got {grader[name]!r}")
     questions = {key: _question(path, key, raw[key]) for key in QUESTION_METRICS if key in raw}
     if not questions:
         raise ConfigError(f"{path}: no question configured (expected [q1] and/or [q2])")

@@ -58,10 +58,14 @@ def scored_visibility(cfg: QuestionConfig) -> str:
     return cfg.private_visibility if cfg.split else cfg.visibility
 
 
+def _public_metrics(result: QuestionResult) -> dict | None:
+    """A split question's public part's metrics, None when the question could not be graded."""
+    return result.metrics.get("public") if result.error is None else None
+
+
 def public_score(cfg: QuestionConfig, result: QuestionResult) -> Score:
     """What a split question's public part alone would score (shown, never counted)."""
-    public = result.metrics.get("public") if result.error is None else None
-    return score_question(dataclasses.replace(cfg, score_on="all"), public)
+    return score_question(dataclasses.replace(cfg, score_on="all"), _public_metrics(result))
 
 
 def _summary_line(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:
@@ -70,7 +74,7 @@ def _summary_line(cfg: QuestionConfig, result: QuestionResult, score: Score) -> 
         return withheld(cfg.title, cfg.visibility)
     if not cfg.split:
         return f"{cfg.title}: {score.points:g} / {score.max_points:g}"
-    public = result.metrics.get("public") if result.error is None else None
+    public = _public_metrics(result)
     shown = ", ".join(f"{m} {value_text(m, public.get(m))}" for m in cfg.thresholds) if public else "not graded"
     return f"{cfg.title}: public part: {shown}; {withheld('score', scored_visibility(cfg))}"
 

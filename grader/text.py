@@ -55,8 +55,7 @@ def markdown_code(value: object) -> str:
     """A Markdown code span holding `value` as one printable line: no link, image, heading or HTML inside
     is rendered. The fence is one backtick longer than the longest run of backticks inside."""
     text = printable(value, name=True)
-    longest = max((len(run) for run in re.findall("`+", text)), default=0)
-    fence = "`" * (longest + 1)
+    fence = _fence(text, 1)
     return f"{fence} {text} {fence}"
 
 
@@ -64,6 +63,11 @@ def markdown_block(value: object) -> str:
     """A fenced Markdown code block holding `value` (printable, its lines kept): nothing inside is rendered,
     and no line inside can close it, the fence being longer than any run of backticks inside."""
     text = printable(value)
-    longest = max((len(run) for run in re.findall("`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
+    fence = _fence(text, 3)
     return f"{fence}\n{text}\n{fence}"
+
+
+def _fence(text: str, shortest: int) -> str:
+    """Backticks longer than any run of them in `text` (and at least `shortest`): nothing inside closes it."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    return "`" * max(shortest, longest + 1)

@@ -52,6 +52,7 @@ class Jail:
         self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None
         self.cpu: QuestionCgroup | None = None
         self.cpuacct: QuestionCgroup | None = None
+        self._cpu_counter: QuestionCgroup | None = None  # the group whose count judges the time, when one does
         # In cgroup v2 a process is in one cgroup: a v2 memory cgroup whose parent delegates cpu is the CPU group too.
         shared = self.cgroup is not None and cgroup_parent("cpu") == (self.cgroup.path.parent, 2)
         try:
@@ -59,28 +60,26 @@ class Jail:
                 for name, value in cpu_cap(sandbox.cpus, 2).items():
                     (self.cgroup.path / name).write_text(value)
             self.cpu = CpuCgroup.create(sandbox.cpus) if sandbox.cpu_share and not shared else None
-            # The CPU time, read from the group that counts it: the CPU group (v1 with cpuacct beside cpu, or
-            # v2), the v2 memory group that is the CPU group too, or a cpuacct group of its own (v1 apart).
-            counter: QuestionCgroup | None = next(
-                (g for g in (self.cpu, self.cgroup) if g is not None and g.cpu_seconds() is not None), None)
-            if sandbox.cpu_time and counter is None:
-                self.cpuacct = counter = CpuacctCgroup.create()
-            self._cpu_counter = counter if sandbox.cpu_time else None
+            if sandbox.cpu_time:
+                # Read from the group that counts it: the CPU group (v1 with cpuacct beside cpu, or v2), the v2
+                # memory group that is the CPU group too, or a cpuacct group of its own (v1 apart).
+                self._cpu_counter = next(
+                    (g for g in (self.cpu, self.cgroup) if g is not None and g.cpu_seconds() is not None), None)
+                if self._cpu_counter is None:
+                    self.cpuacct = self._cpu_counter = CpuacctCgroup.create()
             self.scratch = Path(tempfile.mkdtemp(prefix=f"grader-{question}-"))
+            self.mounted = False
+            if sandbox.scratch_tmpfs:
+                try:
+                    mount_tmpfs(self.scratch, contents + memory_limit + SLACK)
+                except OSError:
+                    self.scratch.rmdir()
+                    raise
+                self.mounted = True
         except OSError:
             for group in self.groups:
                 group.remove()
             raise
-        self.mounted = False
-        if sandbox.scratch_tmpfs:
-            try:
-                mount_tmpfs(self.scratch, contents + memory_limit + SLACK)
-            except OSError:
-                for group in self.groups:
-                    group.remove()
-                self.scratch.rmdir()
-                raise
-            self.mounted = True
         os.chmod(self.scratch, 0o755)
         self.submission, self.home = self.scratch / "submission", self.scratch / "home"
         for folder in (self.submission, self.home):

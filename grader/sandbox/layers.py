@@ -182,8 +182,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         layers["cpu"] = ("a CPU scheduling group (cgroup) per question, of the same weight as any other: however "
                          "many processes a neighbour starts, it cannot take this question's share")
         if cpu_share:
-            machine = enclosing_cpus() or usable_cores()
             cpus = question_cpus(cpu_share)
+            machine = cpus * cpu_share
             if cpus < MIN_CPUS:
                 raise SandboxError(f"--cpu-share {cpu_share}: {machine:g} CPUs shared by {cpu_share} runs leaves "
                                    f"{cpus:.2f} CPU each, under the {MIN_CPUS} a run needs")
