@@ -184,10 +184,13 @@ def main(options: dict) -> int:
     channel = Channel(options["fd"])
     question = options["question"]
     # Limits and the filter come first, before any import that a file in the submission could shadow.
+    # First in line for the kernel's OOM killer, in every layer (raising one's own score needs no privilege).
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     limit = options["file_size_limit"]
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    if options["max_processes"]:  # counts every process and thread of the user: only for the student user
+    if options["max_processes"]:  # processes and threads of the user (in a user namespace: of the namespace)
         resource.setrlimit(resource.RLIMIT_NPROC, (options["max_processes"], options["max_processes"]))
     # Hard limits: lowered here, before any student code, they can never be raised again (that needs root).
     resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_FILES, MAX_FILES))

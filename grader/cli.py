@@ -22,8 +22,8 @@ from grader.config import (DEFAULT_CONFIG, DEVICES, OVERRIDES, ConfigError, Grad
 from grader.atomic import written_atomically
 from grader.inputs import protected_inputs
 from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary, withheld_columns
-from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, SandboxError, memory_left_mib, prepare,
-                            protected)
+from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, SWEEP_SECONDS, Sandbox, SandboxError, memory_left_mib,
+                            prepare, protected)
 from grader.scoring import score_question
 from grader.split import private_mask, split_record
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         if check is not None:
             graded.report["extra_data"]["submission_limit"] = check.record
         if sandbox.drops_user and not sandbox.bwrap:  # the results folder, if the student could write there
-            sandbox.sweep([args.results.resolve().parent])
+            sandbox.sweep([args.results.resolve().parent], SWEEP_SECONDS)
     except (ConfigError, SandboxError) as exc:
         print(f"grader: configuration error: {exc}", file=sys.stderr)
         results_file.write(fallback_results(f"The autograder is misconfigured (staff: {exc})", config))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.text import markdown_code
-from grader.upload import open_regular
+from grader.upload import open_regular, walk
 
 WEIGHT_MIN_BYTES = 4096  # smaller files (code, configs) are too often shared starter material
 Q2_PIXEL_SAMPLE = 200_000  # pixels compared per pair for Q2, the same fixed random ones for every pair
@@ -40,10 +40,9 @@ def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
     """(sha256, size, path relative to `folder`) of its regular files of at least WEIGHT_MIN_BYTES. Only a
     regular file is ever opened (a device node's open can act on the device); links are skipped."""
     found = []
-    for top, dirs, names in os.walk(folder):
-        dirs.sort()
-        for name in sorted(names):
-            path = Path(top) / name
+    for top, _, names in walk(folder):
+        for name in names:
+            path = top / name
             try:
                 opened = open_regular(path)
             except OSError:

@@ -26,7 +26,7 @@ from typing import Generator
 import numpy as np
 
 from grader.protocol import POLL_SECONDS, Pipe, read_messages
-from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus
+from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus, user_tasks
 from grader.threads import thread_settings, usable_cores
 from grader.time_limit import cpu_allowance, wall_guard
 from grader.text import printable
@@ -36,7 +36,7 @@ CHILD = Path(__file__).with_name("child.py")
 QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 CHILD_ERROR_KINDS = ("import", "missing", "cuda_oom", "exit", "exception")  # what child.py reports
-MAX_PROCESSES = 512  # processes and threads of the student user (user mode only)
+MAX_PROCESSES = 512  # processes and threads the student's code may have at once
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # and the thread counts (grader/threads.py)
 
@@ -144,6 +144,16 @@ def _killed_at_memory_limit(function: str, limits: Limits) -> StudentError:
                         f"{limits.memory_bytes / 2**20:.0f} MiB and the kernel stopped them")
 
 
+def _process_cap(sandbox: Sandbox) -> int | None:
+    """RLIMIT_NPROC for the child. The kernel counts it per user, and per user namespace: the student user's
+    processes, or the namespace's, start from none, so MAX_PROCESSES holds as it is. In the process layer
+    they are the grader's own user's, whose other processes count too: the cap is MAX_PROCESSES more than
+    that user has now. None as root, which the kernel does not hold to it."""
+    if sandbox.drops_user or sandbox.bwrap:
+        return MAX_PROCESSES
+    return None if os.geteuid() == 0 else user_tasks(os.getuid()) + MAX_PROCESSES
+
+
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
                  jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
     """Lay out the scratch folder (child script and images, root's; a copy of the submission made by the
@@ -162,7 +172,7 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     sandbox = jail.sandbox
     options = {"question": question, "images": str(jail.scratch / "images.npy"), "batch_size": batch_size,
                "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
-               "max_processes": MAX_PROCESSES if sandbox.drops_user else None,
+               "max_processes": _process_cap(sandbox),
                "grader_pid": None if sandbox.bwrap else os.getpid(), "unix_sockets": bool(sandbox.bwrap),
                "threads": threads}
     try:

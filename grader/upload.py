@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from grader.text import printable
 
@@ -99,6 +100,30 @@ def check_upload(root: Path, limits: UploadLimits) -> None:
                     kind = KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
                     raise UploadError(f"{where} is {kind}: only regular files and folders can be graded"
                                       + (" (upload the file itself)" if stat.S_ISLNK(st.st_mode) else ""))
+
+
+def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk's walk from the top (each folder's folders and files, sorted; links not followed; unreadable
+    folders skipped), on a stack of its own: os.walk recurses once per level, and a folder the student
+    nested a few thousand deep would raise RecursionError, which no OSError handler catches."""
+    stack = [root]
+    while stack:
+        top = stack.pop()
+        try:
+            with os.scandir(top) as it:
+                entries = [(e.name, _is_folder(e)) for e in it]
+        except OSError:
+            continue
+        dirs = sorted(name for name, folder in entries if folder)
+        yield top, dirs, sorted(name for name, folder in entries if not folder)
+        stack += [top / name for name in reversed(dirs)]
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def tree_bytes(root: Path) -> int:

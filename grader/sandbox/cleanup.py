@@ -9,10 +9,10 @@ layer the student's /tmp and /dev/shm are private and die with it, so there is n
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.text import printable
@@ -20,6 +20,9 @@ from grader.text import printable
 # Folders any user may write to on common systems; the full list is found by walking the file system.
 KNOWN_SHARED = tuple(Path(p) for p in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue"))
 WALK_SECONDS = 60.0  # a bound on the search for world-writable folders
+SWEEP_SECONDS = 60.0  # a bound on removing what the student left, each time
+REMOVE_CHUNK = 1000  # paths given to one rm
+LISTED = 20  # removed paths named for staff; the rest are counted
 
 
 def walk_world_writable(deadline: float) -> tuple[list[Path], bool]:
@@ -48,27 +51,77 @@ def walk_world_writable(deadline: float) -> tuple[list[Path], bool]:
     return found, True
 
 
-def sweep(folders: list[Path], uid: int, gid: int | None) -> list[str]:
-    """Remove what the user (or its group) left at the top of `folders`; returns what was removed."""
-    removed = []
-    for folder in folders:
+@dataclass
+class Swept:
+    """What a sweep removed (the first names, for staff, and how many in all), and whether it finished."""
+
+    names: list[str] = field(default_factory=list)
+    count: int = 0
+    complete: bool = True
+
+    def listed(self) -> list[str]:
+        more = self.count - len(self.names)
+        return self.names + ([f"... and {more} more"] if more > 0 else [])
+
+
+def remove_trees(paths: list[Path], deadline: float) -> bool:
+    """Remove each path and everything under it, without following a link or crossing into another file
+    system, by coreutils' rm (iterative: no depth breaks it); True when all are gone before `deadline`.
+    Never raises: a tree past the bound is left for the caller to report."""
+    for start in range(0, len(paths), REMOVE_CHUNK):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
         try:
-            entries = list(folder.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
+            subprocess.run(["rm", "-rf", "--one-file-system", "--", *map(str, paths[start:start + REMOVE_CHUNK])],
+                           stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=left)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return not any(os.path.lexists(p) for p in paths)
+
+
+def sweep(folders: list[Path], uid: int, gid: int | None, deadline: float) -> Swept:
+    """Remove what the user (or its group) left at the top of `folders`, by `deadline`. The folders are read
+    as streams and removed in chunks, so a flood of entries costs bounded memory; a pass that removed
+    anything is followed by another (a folder read while it changes may skip entries)."""
+    swept = Swept()
+    for folder in folders:
+        again = True
+        while again and swept.complete:
+            again = False
             try:
-                st = entry.lstat()
-                if st.st_uid != uid and st.st_gid != gid:
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink()
-                removed.append(printable(entry, name=True))
+                with os.scandir(folder) as entries:
+                    chunk: list[Path] = []
+                    for entry in entries:
+                        if time.monotonic() > deadline:
+                            swept.complete = False
+                            break
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue
+                        if st.st_uid != uid and st.st_gid != gid:
+                            continue
+                        chunk.append(Path(entry.path))
+                        if len(chunk) == REMOVE_CHUNK:
+                            swept.complete = _removed(chunk, swept, deadline)
+                            again, chunk = True, []
+                            if not swept.complete:
+                                break
+                    if chunk and swept.complete:
+                        swept.complete = _removed(chunk, swept, deadline)
+                        again = True
             except OSError:
-                pass
-    return removed
+                continue
+    return swept
+
+
+def _removed(chunk: list[Path], swept: Swept, deadline: float) -> bool:
+    done = remove_trees(chunk, deadline)
+    gone = [p for p in chunk if not os.path.lexists(p)]
+    swept.count += len(gone)
+    swept.names += [printable(p, name=True) for p in gone[:LISTED - len(swept.names)]]
+    return done
 
 
 def remove_sysv_ipc(uid: int) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -22,16 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader.sandbox.cgroup import CpuacctCgroup, CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
-from grader.sandbox.cleanup import remove_sysv_ipc
+from grader.sandbox.cleanup import SWEEP_SECONDS, remove_sysv_ipc, remove_trees
 from grader.sandbox.errors import ContainmentError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
-from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, reap_orphans,
+from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, process_stat, reap_orphans,
                                    session_processes, user_processes)
 from grader.sandbox.scratch import SLACK, mount_tmpfs, unmount
 from grader.sandbox.users import KILL_SECONDS, launch_argv
 
 if TYPE_CHECKING:
     from grader.sandbox.layers import Sandbox
+
+SCRATCH_SECONDS = 60.0  # a bound on removing the scratch folder where it is no tmpfs of its own
 
 
 @dataclass
@@ -88,7 +89,10 @@ class Jail:
                 os.chown(folder, sandbox.uid, sandbox.gid)
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None  # the namespace's init, as the grader sees it
+        self._init_fd: int | None = None  # a pidfd of it
+        self._ns_fd: int | None = None  # its PID namespace, held open
         self.namespace: tuple[int, int] | None = None
+        self._set_up = False  # bubblewrap has laid the namespace's mounts (its init has started the child)
         self._leftovers = 0
         self._tmpfs = tmpfs_devices() if sandbox.drops_user and not sandbox.bwrap and not self.cgroup else set()
         # Set at start(), after the grader has put the images and the copy of the submission in place: only
@@ -125,12 +129,7 @@ class Jail:
         info_read = None
         if self.sandbox.bwrap:
             info_read, info_write = os.pipe()
-            args = list(self.sandbox.bwrap)
-            for mount in ("/tmp", "/dev/shm"):
-                args += (["--size", str(self.memory_limit)] if self.sandbox.tmpfs_size else []) + ["--tmpfs", mount]
-            args += ["--remount-ro", "/dev", "--ro-bind", str(self.scratch), str(self.scratch),
-                     "--bind", str(self.submission), str(self.submission), "--bind", str(self.home), str(self.home),
-                     "--remount-ro", "/", "--chdir", str(self.submission), "--info-fd", str(info_write), "--"]
+            args = self.sandbox.bwrap.argv(self.memory_limit, self.scratch, [self.submission, self.home], info_write)
             program, pass_fds = args + program, (*pass_fds, info_write)
         if self.sandbox.drops_user or self.groups:
             options = {"uid": self.sandbox.uid, "gid": self.sandbox.gid,
@@ -168,14 +167,41 @@ class Jail:
         finally:
             os.close(fd)
         try:
-            self.init_pid = int(json.loads(data)["child-pid"])
-            st = os.stat(f"/proc/{self.init_pid}/ns/pid")
-            self.namespace = (st.st_dev, st.st_ino)
-        except (ValueError, KeyError, OSError):
-            self.init_pid = None  # bubblewrap failed to start: its output says why; the user/cgroup kill remains
+            pid = int(json.loads(data)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            return  # bubblewrap failed to start: its output says why; the user/cgroup kill remains
+        self._pin_init(pid)
+
+    def _pin_init(self, pid: int) -> None:
+        """Hold the namespace's init by a pidfd (a signal through it can reach no other process, even once
+        its number is reused) and its PID namespace by an open file (its inode number stays taken, so no
+        later namespace can be mistaken for it); both checked to be the launcher's own child."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:
+            ns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.close(pidfd)
+            return
+        st = process_stat(str(pid))
+        if self.proc is None or st is None or st[0] != self.proc.pid:  # not the launcher's child: the pid was reused
+            os.close(pidfd)
+            os.close(ns)
+            return
+        self.init_pid, self._init_fd, self._ns_fd = pid, pidfd, ns
+        info = os.fstat(ns)
+        self.namespace = (info.st_dev, info.st_ino)
+
+    def _launcher(self) -> int | None:
+        """bubblewrap's first process, outside the namespaces: the grader's own, whose only child is the
+        namespace's init (the student can neither signal nor trace it); never counted as the student's."""
+        return self.proc.pid if self.proc is not None and self.sandbox.bwrap else None
 
     def members(self) -> list[int]:
-        """Every live process of the jail that the grader can find, the child and bubblewrap included."""
+        """Every live process of the jail that the grader can find, the child and the namespace's init
+        included (bubblewrap's launcher is not: it is the grader's)."""
         found: set[int] = set()
         for group in self.groups:
             found.update(group.pids())
@@ -187,6 +213,7 @@ class Jail:
             found.update(session_processes(self.proc.pid, self.sandbox.marker))
         if self.proc is not None and self.proc.poll() is None:
             found.add(self.proc.pid)
+        found.discard(self._launcher() or -1)
         return sorted(found)
 
     def _main(self) -> set[int]:
@@ -212,12 +239,39 @@ class Jail:
             return self.cgroup.usage()
         pids = self.members()
         used = memory_bytes(pids, self.memory_limit, deadline) + descriptor_bytes(pids, deadline)
-        if self.init_pid:  # the private /tmp and /dev/shm
-            used += sum(used_bytes(f"/proc/{self.init_pid}/root{m}") for m in ("/tmp", "/dev/shm"))
+        used += self._private_tmpfs_used()
         if self.mounted:  # what the student wrote to its scratch folder
             used += max(0, used_bytes(str(self.scratch)) - self._scratch_baseline)
         now = shared_tmpfs_used(self._tmpfs)
         return used + sum(max(0, now.get(dev, 0) - before) for dev, before in self._baseline.items())
+
+    def _private_tmpfs_used(self) -> int:
+        """Bytes in the namespace's private /tmp and /dev/shm. Read only once bubblewrap has laid its mounts
+        (its init has started the child: before that /proc/<init>/root is the host's, whose /tmp may hold a
+        whole disk), only from a file system that is not the host's folder, and only while the pidfd shows
+        the init alive, so the path read was its own."""
+        if self.init_pid is None or self._init_fd is None:
+            return 0
+        if not self._set_up:
+            try:
+                self._set_up = bool(Path(f"/proc/{self.init_pid}/task/{self.init_pid}/children").read_text().split())
+            except OSError:
+                return 0
+            if not self._set_up:
+                return 0
+        used = 0
+        for mount in ("/tmp", "/dev/shm"):
+            try:
+                private, host = os.stat(f"/proc/{self.init_pid}/root{mount}"), os.stat(mount)
+            except OSError:
+                continue
+            if private.st_dev != host.st_dev:
+                used += used_bytes(f"/proc/{self.init_pid}/root{mount}")
+        try:
+            signal.pidfd_send_signal(self._init_fd, 0)
+        except (ProcessLookupError, PermissionError):
+            return 0
+        return used
 
     def oom_killed(self) -> bool:
         return bool(self.cgroup and self.cgroup.oom_kills())
@@ -225,9 +279,9 @@ class Jail:
     def _kill_round(self) -> None:
         for group in self.groups:
             group.kill()
-        if self.init_pid:
+        if self._init_fd is not None:
             try:  # the namespace's init: its death takes every process of the namespace with it
-                os.kill(self.init_pid, signal.SIGKILL)
+                signal.pidfd_send_signal(self._init_fd, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         if self.sandbox.drops_user:
@@ -255,29 +309,55 @@ class Jail:
                 except subprocess.TimeoutExpired:
                     pass
             alive = self.members()
-            # A killed process still exiting runs no code of its own; it only needs time to be gone.
+            # A killed process still exiting runs no code of its own; it only needs time to be gone. bubblewrap's
+            # launcher exits once its namespace is empty, which takes a while after a fork bomb.
             running = [p for p in alive if not doomed(p)]
+            launching = self._launcher() is not None and self.proc is not None and self.proc.poll() is None
             waited = time.monotonic() - started
-            if not alive or (running and waited > KILL_SECONDS) or waited > EXIT_SECONDS:
+            if (not alive and not launching) or (running and waited > KILL_SECONDS) or waited > EXIT_SECONDS:
                 break
         if alive:
             described = ", ".join(f"{pid} ({describe(pid)})" for pid in alive[:5])
             self.sandbox.breach = (f"{len(alive)} process(es) of the student survived every attempt to kill them "
                                    f"({described}); grading stopped, nothing was restored. Staff must look.")
             raise ContainmentError(self.sandbox.breach)
+        if self.proc is not None and self.proc.poll() is None:  # the launcher, its namespace empty: the grader's own
+            self.proc.kill()
+            self.proc.wait()
+        try:
+            result.note = self._remove_leftovers(result)
+        finally:
+            self._release()
+        return result
+
+    def _remove_leftovers(self, result: Cleanup) -> str:
+        """Remove the cgroups, what the student left in shared folders and SysV IPC, and the scratch folder;
+        each step bounded and none able to raise. Returns a note for staff of what could not be done."""
+        notes = []
         stuck = [str(g.path) for g in self.groups if not g.remove()]
         if stuck:
-            result.note = f"could not remove the cgroup(s) {', '.join(stuck)}"
+            notes.append(f"could not remove the cgroup(s) {', '.join(stuck)}")
         if self.sandbox.uid is not None:
             if not self.sandbox.bwrap:
                 folders, complete = self.sandbox.shared_folders()
-                result.removed += self.sandbox.sweep(folders)
+                swept = self.sandbox.sweep(folders, SWEEP_SECONDS)
+                result.removed += swept.listed()
                 if not complete:
-                    result.note = ("the search for world-writable folders did not finish; only those found were "
-                                   "checked for leftover files")
+                    notes.append("the search for world-writable folders did not finish; only those found were "
+                                 "checked for leftover files")
+                if not swept.complete:
+                    notes.append(f"the student's leftover files were not all removed within {SWEEP_SECONDS:g} s "
+                                 f"({swept.count} removed); the next run removes the rest before it starts, or refuses")
             result.removed += remove_sysv_ipc(self.sandbox.uid)
         if self.mounted and not unmount(self.scratch):
-            result.note = f"could not unmount the scratch folder {self.scratch}"
-            return result
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        return result
+            notes.append(f"could not unmount the scratch folder {self.scratch}")
+        elif not remove_trees([self.scratch], time.monotonic() + SCRATCH_SECONDS):  # once unmounted, an empty folder
+            notes.append(f"could not remove the scratch folder {self.scratch} within {SCRATCH_SECONDS:g} s")
+        return "; ".join(notes)
+
+    def _release(self) -> None:
+        """Let go of the init's pidfd and its namespace."""
+        for fd in (self._init_fd, self._ns_fd):
+            if fd is not None:
+                os.close(fd)
+        self._init_fd = self._ns_fd = None

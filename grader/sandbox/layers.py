@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent, cpu_time_counted, enclosing_cpus
-from grader.sandbox.cleanup import KNOWN_SHARED, WALK_SECONDS, sweep, walk_world_writable
+from grader.sandbox.cleanup import KNOWN_SHARED, SWEEP_SECONDS, WALK_SECONDS, Swept, sweep, walk_world_writable
 from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
-from grader.sandbox.namespaces import bwrap_base, interpreter_paths, probe_bwrap
+from grader.sandbox.namespaces import Bwrap, bwrap_base, interpreter_paths, probe_bwrap
 from grader.sandbox.scratch import mount_refused
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
 from grader.threads import usable_cores
@@ -49,8 +49,7 @@ class Sandbox:
     uid: int | None = None  # the student user, when root runs student code as it
     gid: int | None = None
     killer: tuple[int, int] | None = None  # (uid, gid) of the user the killer runs as
-    bwrap: list[str] = field(default_factory=list)  # bubblewrap's fixed arguments, when namespaces are in force
-    tmpfs_size: bool = False  # bubblewrap can cap the private /tmp and /dev/shm
+    bwrap: Bwrap | None = None  # bubblewrap's arguments, when namespaces are in force
     cgroups: bool = False
     cpu_share: bool = False  # each question its own CPU scheduling group
     cpus: float | None = None  # each question's cap in CPUs, when runs share the machine (a batch)
@@ -97,10 +96,10 @@ class Sandbox:
         self._shared, self._shared_complete = found, complete
         self._shared_done.set()
 
-    def sweep(self, folders: list[Path]) -> list[str]:
-        """Remove what the student user left at the top of `folders` (user layer only; nothing of the
-        student runs now, so nothing can race the removal)."""
-        return [] if self.uid is None else sweep(folders, self.uid, self.gid)
+    def sweep(self, folders: list[Path], seconds: float) -> Swept:
+        """Remove what the student user left at the top of `folders`, within `seconds` (user layer only;
+        nothing of the student runs now, so nothing can race the removal)."""
+        return Swept() if self.uid is None else sweep(folders, self.uid, self.gid, time.monotonic() + seconds)
 
 
 def question_cpus(cpu_share: int) -> float:
@@ -145,14 +144,13 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         uid, gid = ensure_user(user)
         killer = ensure_user(KILLER_USER)
         layers["user"] = f"student code runs as '{user}' (uid {uid}), never as root; killed by a process it cannot signal"
-    bwrap: list[str] = []
-    tmpfs_size = False
+    bwrap: Bwrap | None = None
     if isolation == "user":
         layers["namespaces"] = "not used (--isolation user)"
     else:
-        why = probe_bwrap(uid, gid)
+        why = probe_bwrap(uid, gid, protected)
         if why is None:
-            bwrap, tmpfs_size = bwrap_base(interpreter_paths(protected), closed_paths(protected))
+            bwrap = bwrap_base(interpreter_paths(protected), closed_paths(protected))
             layers["namespaces"] = ("private PID, mount, IPC, network, UTS and user namespaces (bubblewrap): only the "
                                     "interpreter and the scratch folder are visible")
         elif isolation == "namespace":
@@ -199,7 +197,7 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
     else:
         layers["disk"] = f"not bounded in total ({refused}); each file the student writes is capped (RLIMIT_FSIZE)"
     sandbox = Sandbox("namespace" if bwrap else "user", "", layers, uid=uid, gid=gid, killer=killer, bwrap=bwrap,
-                      tmpfs_size=tmpfs_size, cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
+                      cgroups=cgroups, cpu_share=not isinstance(cpu_where, str), cpus=cpus,
                       cpu_time=cpu_time, scratch_tmpfs=refused is None,
                       protected=closed_paths(protected) if root and not bwrap else [])
     if root:
@@ -211,6 +209,12 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         if survivors:
             sandbox.close()
             raise SandboxError(f"{len(survivors)} process(es) of '{user}' from an earlier run cannot be killed")
+        earlier = sandbox.sweep(list(KNOWN_SHARED), SWEEP_SECONDS)  # what an earlier run's bounded sweep may have left
+        if not earlier.complete:
+            sandbox.close()
+            raise SandboxError(f"files of '{user}' left by an earlier run in the shared temporary folders could not be "
+                               f"removed within {SWEEP_SECONDS:g} s ({earlier.count} removed); the next student would "
+                               f"find them. Remove them (as root: find / -xdev -user {user} -delete) and run again")
         if not bwrap:
             threading.Thread(target=sandbox._walk_shared, daemon=True).start()
         else:

@@ -15,9 +15,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from grader.sandbox.closing import closed_paths
 from grader.sandbox.errors import SandboxError
 from grader.sandbox.users import launch_argv
 from grader.text import printable
@@ -62,17 +65,39 @@ def _help_text(program: str) -> str:
     return subprocess.run([program, "--help"], capture_output=True, text=True, check=False, timeout=30).stdout
 
 
-def bwrap_base(paths: list[Path], hidden: Sequence[Path] = ()) -> tuple[list[str], bool]:
-    """bubblewrap's arguments, except the per-question folders and the command, and whether this
-    bubblewrap can cap the size of a tmpfs (--size, from 0.8). Those of `hidden` (the protected paths) that
-    lie inside a system folder it mounts are covered: a folder by an empty read-only tmpfs, a file by
-    /dev/null, whatever their modes."""
+@dataclass(frozen=True)
+class Bwrap:
+    """bubblewrap's arguments for one run, less each question's folders: the program with its namespace
+    options, and the read-only mounts (system and interpreter folders, /etc files, covers, devices)."""
+
+    program: tuple[str, ...]
+    mounts: tuple[str, ...]
+    tmpfs_size: bool  # this bubblewrap can cap the size of a tmpfs (--size, from 0.8)
+
+    def argv(self, memory_limit: int, scratch: Path, writable: Sequence[Path], info_fd: int | None = None) -> list[str]:
+        """The whole command line before the program, the same for a question and for the probe. The private
+        /tmp and /dev/shm are laid first and everything else on top of them, so a folder the child needs
+        (an interpreter in a clone under /tmp, the scratch folder) is never hidden by them."""
+        size = ["--size", str(memory_limit)] if self.tmpfs_size else []
+        args = [*self.program, "--dev", "/dev", *size, "--tmpfs", "/dev/shm", *size, "--tmpfs", "/tmp",
+                "--proc", "/proc", *self.mounts, "--remount-ro", "/dev", "--ro-bind", str(scratch), str(scratch)]
+        for folder in writable:
+            args += ["--bind", str(folder), str(folder)]
+        args += ["--remount-ro", "/", "--chdir", str(writable[0] if writable else scratch)]
+        return args + (["--info-fd", str(info_fd)] if info_fd is not None else []) + ["--"]
+
+
+def bwrap_base(paths: list[Path], hidden: Sequence[Path] = ()) -> Bwrap:
+    """bubblewrap's arguments for a run whose child needs `paths` (the interpreter's folders). Those of
+    `hidden` (the protected paths) that lie inside a system folder it mounts are covered: a folder by an
+    empty read-only tmpfs, a file by /dev/null, whatever their modes."""
     bwrap = shutil.which("bwrap") or "bwrap"
     helptext = _help_text(bwrap)
-    args = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
-            "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    program = [bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net", "--unshare-uts",
+               "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
     if "--disable-userns" in helptext:
-        args.append("--disable-userns")
+        program.append("--disable-userns")
+    args: list[str] = []
     for name in ROOT_DIRS:
         path = Path("/") / name
         if path.is_symlink():
@@ -86,30 +111,54 @@ def bwrap_base(paths: list[Path], hidden: Sequence[Path] = ()) -> tuple[list[str
     mounted = [Path("/") / name for name in ROOT_DIRS] + [Path("/etc") / name for name in ETC_FILES]
     for path in sorted(p for p in hidden if any(p.is_relative_to(m.resolve()) for m in mounted)):
         args += ["--tmpfs", str(path), "--remount-ro", str(path)] if path.is_dir() else ["--ro-bind", "/dev/null", str(path)]
-    args += ["--proc", "/proc", "--dev", "/dev"]
     gpus = sorted(str(p) for p in Path("/dev").glob("nvidia*") if not p.is_dir())
     for device in gpus:
         args += ["--dev-bind", device, device]
     args += ["--ro-bind", "/sys", "/sys"] if gpus else ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    return args, "--size" in helptext
+    return Bwrap(tuple(program), tuple(args), "--size" in helptext)
 
 
-def probe_bwrap(uid: int | None, gid: int | None) -> str | None:
-    """None when bubblewrap can make its namespaces here as the student user, else why not."""
+# Run inside the probe's sandbox: which of the folders the child's imports need it cannot see.
+_SEES = "import json, os, sys; print(json.dumps([p for p in sys.argv[1:] if not os.path.isdir(p)]))"
+
+
+def probe_bwrap(uid: int | None, gid: int | None, protected: Sequence[Path] = ()) -> str | None:
+    """None when bubblewrap works here as the student user with exactly the arguments a question gets
+    (the run's mounts, a scratch folder where the jail makes one, the private /tmp), and the child's
+    interpreter sees every folder of its sys.path it needs; else why not."""
     if not shutil.which("bwrap"):
         return "bubblewrap (bwrap) is not installed"
     try:
-        base, _ = bwrap_base(interpreter_paths([]))
+        base = bwrap_base(interpreter_paths(list(protected)), closed_paths(list(protected)))
     except SandboxError as exc:
         return str(exc)
-    program = base + ["--", sys.executable, "-I", "-S", "-c", "pass"]
-    if uid is not None:
-        program = launch_argv({"uid": uid, "gid": gid}, program)
+    needed = [p for p in _child_sys_path() if p and Path(p).is_dir()
+              and not any(q.is_relative_to(Path(p).resolve()) for q in protected)]
+    scratch = Path(tempfile.mkdtemp(prefix="grader-probe-"))
     try:
-        proc = subprocess.run(program, capture_output=True, text=True, timeout=30, check=False,
-                              stdin=subprocess.DEVNULL, cwd="/")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bubblewrap could not run: {exc}"
+        os.chmod(scratch, 0o755)
+        writable = [scratch / "submission", scratch / "home"]
+        for folder in writable:
+            folder.mkdir(mode=0o700)
+            if uid is not None and gid is not None:
+                os.chown(folder, uid, gid)
+        program = base.argv(2**26, scratch, writable) + [sys.executable, "-I", "-c", _SEES, *needed]
+        if uid is not None:
+            program = launch_argv({"uid": uid, "gid": gid}, program)
+        try:
+            proc = subprocess.run(program, capture_output=True, text=True, timeout=30, check=False,
+                                  stdin=subprocess.DEVNULL, cwd="/")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"bubblewrap could not run: {exc}"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     if proc.returncode != 0:
         return f"bubblewrap cannot make namespaces here ({printable(proc.stderr.strip()[:200])})"
+    try:
+        hidden = json.loads(proc.stdout)
+    except ValueError:
+        hidden = ["?"]
+    if hidden:
+        return (f"bubblewrap's sandbox hides folders the interpreter needs: "
+                f"{printable(', '.join(map(str, hidden))[:300], name=True)}")
     return None

@@ -50,6 +50,20 @@ def user_processes(uid: int) -> list[int]:
     return found
 
 
+def user_tasks(uid: int) -> int:
+    """Processes and threads whose real uid is `uid`: what the kernel holds to that user's RLIMIT_NPROC."""
+    count = 0
+    for pid in pids():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f if line.startswith(("Uid:", "Threads:")))
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return count
+
+
 def namespace_processes(ns: tuple[int, int]) -> list[int]:
     """Live processes in the PID namespace (device, inode)."""
     found = []
