@@ -1,6 +1,7 @@
 """Fixtures that rebuild the grading layout under a temporary folder, from the committed reference data."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from grader.cli import main as grader_main
+from grader.sandbox import SandboxError, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "reference_data"
@@ -103,3 +105,37 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "fashion-mnist").is_dir():
         pytest.skip(f"needs the training data in {SHARED_DATA} (not part of a fresh clone)")
     return SHARED_DATA
+
+
+# The strong layers hostile submissions run in (never the process layer): "namespace" is bubblewrap (with root
+# also the separate user and, where it can be had, a memory cgroup); "user" is what default Docker and
+# Gradescope allow, forced here with --memory-accounting processes.
+LAYERS = {"namespace": ("--isolation", "namespace"), "user": ("--isolation", "user", "--memory-accounting", "processes")}
+
+
+@functools.cache
+def unavailable(layer: str) -> str | None:
+    """Why `layer` cannot be had here, or None."""
+    args = LAYERS[layer]
+    memory = args[args.index("--memory-accounting") + 1] if "--memory-accounting" in args else "auto"
+    try:
+        sandbox = prepare(args[1], memory)
+    except SandboxError as exc:
+        return f"{layer} isolation unavailable: {exc}"
+    sandbox.close()
+    return None if sandbox.isolation == layer else f"{layer} isolation unavailable: {sandbox.note}"
+
+
+@pytest.fixture(params=sorted(LAYERS))
+def layer(request) -> str:
+    """A strong isolation layer (each test runs once per layer)."""
+    reason = unavailable(request.param)
+    if reason:
+        pytest.skip(reason)
+    return request.param
+
+
+def need(layer_name: str) -> None:
+    reason = unavailable(layer_name)
+    if reason:
+        pytest.skip(reason)

@@ -15,14 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, config_with, grade, make_reference
+from conftest import REPO, config_with, grade, make_reference, unavailable
 from export_fixture import HOSTILE, kind_of, make_export
 from grader import batch
 from grader.config import load_config
 from grader.sandbox import DEFAULT_USER, enclosing_cpus, ensure_user, user_processes
 from grader.threads import usable_cores
 from grader.upload import UploadLimits
-from test_isolation import unavailable
 
 N = 13  # every kind of export_fixture once, with the honest ones three times
 

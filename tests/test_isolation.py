@@ -10,7 +10,6 @@ could reach every file of the grader's user. Each test skips, saying why, where 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
@@ -28,13 +27,11 @@ from typing import Iterator
 
 import pytest
 
-from conftest import INSTALL_CLOSED, REPO, by_question, config_with, grade, make_reference, write_submission
+from conftest import (INSTALL_CLOSED, LAYERS, REPO, by_question, config_with, grade, make_reference, need, write_submission)
 from grader.sandbox import jail as jail_module
 from grader.sandbox import layers as layers_module
-from grader.sandbox import DEFAULT_USER, SandboxError, prepare, user_processes
+from grader.sandbox import DEFAULT_USER, prepare, user_processes
 from grader.sandbox.cgroup import cgroup_parent
-
-LAYERS = {"namespace": ("--isolation", "namespace"), "user": ("--isolation", "user", "--memory-accounting", "processes")}
 
 VALID_SCORES = """
 def scores(images):
@@ -48,38 +45,26 @@ def predict_q2(images):
 """
 
 
-@functools.cache
-def unavailable(layer: str) -> str | None:
-    """Why `layer` cannot be had here, or None."""
-    args = LAYERS[layer]
-    memory = args[args.index("--memory-accounting") + 1] if "--memory-accounting" in args else "auto"
-    try:
-        sandbox = prepare(args[1], memory)
-    except SandboxError as exc:
-        return f"{layer} isolation unavailable: {exc}"
-    sandbox.close()
-    return None if sandbox.isolation == layer else f"{layer} isolation unavailable: {sandbox.note}"
-
-
-@pytest.fixture(params=sorted(LAYERS))
-def layer(request) -> str:
-    """A strong isolation layer (each test runs once per layer)."""
-    reason = unavailable(request.param)
-    if reason:
-        pytest.skip(reason)
-    return request.param
-
-
-def need(layer_name: str) -> None:
-    reason = unavailable(layer_name)
-    if reason:
-        pytest.skip(reason)
-
-
 def student_uid() -> int:
     import pwd
 
     return pwd.getpwnam(DEFAULT_USER).pw_uid
+
+
+def student_processes() -> list[int]:
+    """Live processes of the student: as root, its user's; without root, where every process of the sandbox
+    is the tester's own, those of the tester's in a PID namespace other than the tester's (a sandbox's)."""
+    if os.geteuid() == 0:
+        return user_processes(student_uid())
+    mine = os.stat("/proc/self/ns/pid").st_ino
+    found = []
+    for pid in user_processes(os.getuid()):
+        try:
+            if os.stat(f"/proc/{pid}/ns/pid").st_ino != mine:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def grade_q1(tmp_path: Path, code: str, layer: str, *extra: str, n: int = 20, questions: str = "q1") -> tuple[int, dict]:
@@ -260,7 +245,7 @@ def predict_q1(images):
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
     if layer == "user":  # in the namespaces they die with the main process, often before they can be counted
         assert "2 process(es) your code left running were stopped" in output
-    assert not user_processes(student_uid())
+    assert not student_processes()
     # No `sleep 300` of any other user either (root's are left out: an operator's shell may run one).
     assert not [p for p in map(int, filter(str.isdigit, os.listdir("/proc"))) if _alive(p) and _sleeping_300(p)]
 
@@ -341,7 +326,7 @@ def test_a_daemon_that_fights_the_cleanup_dies_with_its_question(open_dir: Path,
     assert by_question(report)["Q2"]["score"] == by_question(honest)["Q2"]["score"]
     assert report["extra_data"]["metrics"]["q2"] == honest["extra_data"]["metrics"]["q2"]
     assert list(evidence.iterdir()) == []
-    assert not user_processes(student_uid())
+    assert not student_processes()
     assert {p: stat.S_IMODE(p.stat().st_mode) for p in modes} == modes
     assert elapsed < 2 * 15 + 20
 
@@ -362,7 +347,7 @@ def predict_q1(images):
     assert time.monotonic() - started < 8 + 15
     assert error(report).startswith(("Time limit exceeded", "Memory limit exceeded"))  # whichever it reaches first
     assert by_question(report)["Q1"]["score"] == 0
-    assert not user_processes(student_uid())
+    assert not student_processes()
 
 
 def test_a_daemon_holding_the_channel_open_cannot_stall_grading(tmp_path: Path, layer: str) -> None:
@@ -379,7 +364,7 @@ def predict_q1(images):
     rc, report = grade_q1(tmp_path, code, layer, "--timeout", "30")
     assert time.monotonic() - started < 30
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
-    assert not user_processes(student_uid())
+    assert not student_processes()
 
 
 def test_memory_is_counted_as_a_cgroup_counts_it(tmp_path: Path) -> None:
@@ -457,7 +442,7 @@ def test_a_survivor_stops_the_run_fail_closed(tmp_path: Path, monkeypatch) -> No
                 shutil.rmtree(path)
             else:
                 path.rmdir()
-    assert not user_processes(student_uid())
+    assert not student_processes()
 
 
 def _jail_leftovers() -> set[Path]:
@@ -490,7 +475,7 @@ def predict_q1(images):
         _, report = grade_q1(tmp_path / f"honest{i}", honest, "user", n=50)
         seen.append((by_question(report)["Q1"]["score"], report["extra_data"]["metrics"]["q1"]["accuracy"]))
     assert len(set(seen)) == 1, seen
-    assert not user_processes(student_uid())
+    assert not student_processes()
 
 
 # --- Files: nothing of the grader readable, nothing left behind ---------------------------------------
@@ -687,7 +672,7 @@ def predict_q1(images):
     _, report = grade_q1(tmp_path, code, layer, "--memory-limit", "400", "--memory-accounting", "processes")
     assert time.monotonic() - started < 30
     assert error(report).startswith("Memory limit exceeded"), error(report)
-    assert not user_processes(student_uid())
+    assert not student_processes()
 
 
 @pytest.mark.parametrize("hog", sorted(MEMORY_HOGS))
@@ -1043,7 +1028,7 @@ def predict_q1(images):
 """
     rc, report = grade_q1(tmp_path, code, layer, "--device", "cuda", "--timeout", "120")
     assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
-    assert not user_processes(student_uid())
+    assert not student_processes()
     deadline = time.monotonic() + 10
     while _gpu_free_bytes() < before - 2**28 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import config_with, grade, make_reference, write_submission
+from conftest import LAYERS, config_with, grade, make_reference, unavailable, write_submission
 from grader.sandbox import question_cpus, user_processes
 from grader.sandbox.cgroup import QuestionCgroup, cgroup_parent, cpu_time_counted
 from grader.time_limit import WALL_GUARD, cpu_allowance, wall_guard
-from test_isolation import LAYERS, error, grade_q1, student_uid, unavailable
+from test_isolation import error, grade_q1, student_uid
 
 
 def test_a_run_that_keeps_its_cap_busy_is_judged_on_its_wall_time_at_the_cap() -> None:

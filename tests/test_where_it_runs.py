@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, by_question, config_with, make_reference, write_submission
+from conftest import REPO, by_question, config_with, make_reference, need, write_submission
 from grader import batch
 from grader.sandbox import SandboxError, prepare
 from grader.sandbox import cleanup as cleanup_module
 from grader.sandbox import jail as jail_module
 from grader.sandbox import namespaces
 from grader.sandbox.memory import used_bytes
-from test_isolation import LAYERS, VALID_SCORES, error, grade_q1, need
+from test_isolation import VALID_SCORES, error, grade_q1
 
 HONEST = "def predict_q1(images):\n    return scores(images)\n"
 # Makes `depth` nested folders under `top` relative to a folder descriptor, as an attacker would: no path
@@ -290,5 +290,3 @@ print("adj", open("/proc/self/oom_score_adj").read().strip(), "nproc", resource.
     rc, report = grade_q1(tmp_path, code, layer)
     assert rc == 0 and "adj 1000 nproc 512" in by_question(report)["Q1"]["output"]
 
-
-assert set(LAYERS) == {"namespace", "user"}
