@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import LAYERS, config_with, grade, make_reference, unavailable, write_submission
-from grader.sandbox import question_cpus, user_processes
+from grader.sandbox import question_cpus
 from grader.sandbox.cgroup import QuestionCgroup, cgroup_parent, cpu_time_counted
 from grader.time_limit import WALL_GUARD, cpu_allowance, wall_guard
-from test_isolation import error, grade_q1, student_uid
+from test_isolation import error, grade_q1, student_processes
 
 
 def test_a_run_that_keeps_its_cap_busy_is_judged_on_its_wall_time_at_the_cap() -> None:
@@ -103,8 +103,8 @@ def predict_q1(images):
 """
 
 
-def _running_child(uid: int) -> bool:
-    for pid in user_processes(uid):
+def _running_child() -> bool:
+    for pid in student_processes():
         try:
             if b"child.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
@@ -118,14 +118,15 @@ def _stop_the_student_for(seconds: float) -> threading.Thread:
     busy to give them the CPU would do), then let them go on."""
 
     def run() -> None:
-        uid, end = student_uid(), time.monotonic() + 60
-        while not _running_child(uid) and time.monotonic() < end:
+        end = time.monotonic() + 60
+        while not _running_child() and time.monotonic() < end:
             time.sleep(0.02)
         time.sleep(1)
-        for pid in user_processes(uid):
+        stopped = student_processes()
+        for pid in stopped:
             os.kill(pid, signal.SIGSTOP)
         time.sleep(seconds)
-        for pid in user_processes(uid):
+        for pid in stopped:
             os.kill(pid, signal.SIGCONT)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -2,10 +2,14 @@
 
 Guarantee: every process of the question is found (cgroup members, the student user's processes, the
 namespace's, or in the process layer the session, the grader's descendants and the run's marker), its
-memory is counted where it is spent, and when the question ends all of them are killed and shown to be
-gone within bounded waits; a survivor raises ContainmentError, leaving the scratch folder and the closed
-modes as they are (fail closed). What the student left in shared folders and SysV IPC is then removed.
-Relies on: the layers chosen by layers.py, and the grader being a subreaper that reaps every orphan.
+memory is counted where it is spent (the private /tmp only once bubblewrap has mounted it, never the
+host's), and when the question ends all of them are killed and shown to be gone within bounded waits; a
+survivor raises ContainmentError, leaving the scratch folder and the closed modes as they are (fail
+closed). The namespace's init is held by a pidfd and its namespace by an open file, so no reused number
+is signalled or mistaken for it; bubblewrap's launcher is the grader's, never a student process. What the
+student left in shared folders and SysV IPC, and the scratch folder, are then removed, bounded and
+without raising (cleanup.py). Relies on: the layers chosen by layers.py, and the grader being a subreaper
+that reaps every orphan.
 """
 from __future__ import annotations
 

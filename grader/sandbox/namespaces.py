@@ -4,8 +4,11 @@ Guarantee: with these arguments the student's processes get private PID, mount, 
 user namespaces (cgroup where the kernel allows), no new user namespaces inside them (where bubblewrap
 can refuse them), and a file system of read-only system folders, the interpreter's folders, a few files
 of /etc and, per question (jail.py), the scratch folder; never a folder that holds a protected path.
-Killing the namespace's init ends every process in it. Relies on: unprivileged user namespaces (or root),
-which default Docker and Gradescope refuse; the probe finds that out before any student code runs.
+The private /tmp and /dev/shm are laid first, so nothing the child needs is hidden under them wherever it
+lives (a clone under /tmp). Killing the namespace's init ends every process in it. Relies on:
+unprivileged user namespaces (or root), which default Docker and Gradescope refuse; the probe, which runs
+exactly a question's arguments and checks that the child's interpreter sees every folder of its sys.path,
+finds out before any student code runs.
 """
 from __future__ import annotations
 
