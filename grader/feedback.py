@@ -6,7 +6,7 @@ from __future__ import annotations
 from grader.config import QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.scoring import Score, scored_metrics
-from grader.text import markdown_block, markdown_code, printable
+from grader.text import markdown_block, markdown_code, printable, student_lines, student_tail
 from grader.visibility import WHEN
 
 
@@ -71,7 +71,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
         if markdown:
             parts = [f"**Could not grade {cfg.title}:**", markdown_block("\n\n".join(t.rstrip() for t in (error, details) if t))]
         else:
-            parts = [f"Could not grade {cfg.title}: {error}", *([details.rstrip()] if details else [])]
+            parts = [f"Could not grade {cfg.title}: {student_tail(error)}",
+                     *([student_lines(details.rstrip())] if details else [])]
     else:
         shown = (result.metrics["public"] if part == "public" else scored_metrics(cfg, result.metrics)) or {}
         private = part == "scored" and cfg.score_on == "private"
@@ -102,7 +103,8 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
         parts.append(f"Note for staff: {result.run.confinement}")
     printed = result.run.output.text().strip()
     if printed and cfg.show_output:
-        parts.append("**Your code printed:**\n\n" + markdown_block(printed) if markdown else "Your code printed:\n" + printed)
+        parts.append("**Your code printed:**\n\n" + markdown_block(printed) if markdown
+                     else "Your code printed:\n" + student_lines(printed))
     return "\n\n".join(parts) + "\n"
 
 

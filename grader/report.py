@@ -13,6 +13,7 @@ from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.feedback import metrics_text, shown_error, test_output, value_text
 from grader.scoring import Score, score_question, scored_metrics
+from grader.text import student_tail
 from grader.visibility import VISIBLE, may_show, number, test_visibility, visible_score, withheld
 
 LEADERBOARD = (("q1", "accuracy", "Q1 accuracy"), ("q2", "mAP", "Q2 mAP"), ("q2", "mIoU", "Q2 mIoU"))
@@ -137,7 +138,7 @@ def terminal_summary(config: GraderConfig, results: dict[str, QuestionResult], s
     place, blocks, shown = config.stdout_visibility, [], []
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
-        error = f"ERROR: {shown_error(cfg, result)[0]}" if result.error is not None else ""
+        error = f"ERROR: {student_tail(shown_error(cfg, result)[0])}" if result.error is not None else ""
         if cfg.split and may_show(cfg.visibility, place):
             public = result.metrics.get("public") or {}
             blocks.append(f"== {cfg.title}: public part ({public.get('n', 0)} images)\n"

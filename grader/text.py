@@ -1,6 +1,7 @@
 """Student-controlled text made safe for each sink it reaches: one escaping per sink.
 
-- terminal and results.json: `printable` (also every file list);
+- terminal and results.json: `printable` (also every file list), each line of student text marked as the
+  student's (`student_lines`, `student_tail`) in plain text;
 - CSV (scores.csv): `csv_cell`, which also makes a formula inert;
 - Markdown (summary.md, duplicates.md, tests in Gradescope's "md" format): `markdown_code`, a code span,
   or `markdown_block`, a fenced block, where nothing is rendered.
@@ -38,6 +39,23 @@ def printable(text: object, name: bool = False) -> str:
     newline and tab are escaped too."""
     return (_UNSAFE_IN_NAMES if name else _UNSAFE).sub(_escape, str(text))
 
+
+# Marks each line of student text in plain-text sinks (the terminal, results.json's top-level output, tests in
+# the "text" format): no line the student wrote can begin where a line of the grader's own begins.
+STUDENT_MARK = "  | "
+
+
+def student_lines(text: object) -> str:
+    """Student text (printed output, a traceback) as whole lines of a plain-text sink: printable, every line
+    marked with STUDENT_MARK."""
+    return "\n".join(STUDENT_MARK + line for line in printable(text).split("\n"))
+
+
+def student_tail(text: object) -> str:
+    """Text that continues a line the grader began ("ERROR: " + a message the student's code chose, or a
+    message of the grader's that quotes the child's output): printable, each line after the first marked
+    with STUDENT_MARK, so none of it starts a line of its own."""
+    return printable(text).replace("\n", "\n" + STUDENT_MARK)
 
 
 # What a spreadsheet may read as a formula (OWASP's list; its tab and CR never lead: printable escapes them).

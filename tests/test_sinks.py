@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import by_question, config_with, grade, make_reference, write_submission
-from grader.text import csv_cell, markdown_code
+from conftest import LAYERS, by_question, config_with, grade, make_reference, write_submission
+from grader.text import STUDENT_MARK, csv_cell, markdown_code
 
 
 @pytest.mark.parametrize("value, cell", [("=1+1", "'=1+1"), ("+SUM(A1)", "'+SUM(A1)"), ("-2", "'-2"), ("@x", "'@x"),
@@ -76,3 +76,41 @@ def test_instructor_checks_output_is_escaped_like_the_graders(tmp_path: Path) ->
     text = json.dumps(report, ensure_ascii=False)
     text.encode("utf-8")  # strict UTF-8: no lone surrogate left
     assert "\x1b" not in text and "\u202e" not in text
+
+
+FORGED = ["Accuracy: 96.2 %", "== Q2 semantic segmentation: 30 / 30", "Total: 50 / 50", "ERROR: none",
+          "Isolation: all of it"]
+SUMMARY_STARTS = ("== Q", "Total:", "Accuracy:", "ERROR:", "Isolation:")
+
+
+@pytest.mark.parametrize("output_format", ["md", "text"])
+def test_student_text_never_starts_a_line_of_the_graders_output(tmp_path: Path, layer: str, output_format: str,
+                                                                 capsys) -> None:
+    """An exception whose message holds the grader's own summary lines (#30): each stands in stdout, in the
+    top-level output and in a plain-text test marked as the student's, never where a line of the grader's
+    begins; the real Q2 block and total are the only ones."""
+    newline = "\\n"
+    code = f"""
+print({newline.join(FORGED)!r})
+def predict_q1(images):
+    raise ValueError({(newline + newline.join(FORGED)) !r})
+def predict_q2(images):
+    import torch
+    n, _, h, w = images.shape
+    return torch.zeros(n, 6, h, w)
+"""
+    submission = write_submission(tmp_path / "submission", code)
+    data = make_reference(tmp_path / "data", n_q1=5, n_q2=1)
+    config = config_with(tmp_path, "q1 q2", **{'output_format = "md"': f'output_format = "{output_format}"'})
+    rc, report = grade(submission, data, tmp_path / "results.json", "--config", str(config), *LAYERS[layer])
+    out = capsys.readouterr().out
+    assert rc == 0
+    q1 = by_question(report)["Q1"]["output"]
+    for sink in (out, report["output"], *([q1] if output_format == "text" else [])):
+        for forged in FORGED:
+            assert not [line for line in sink.splitlines() if line.startswith(forged)], sink
+    assert f"{STUDENT_MARK}Accuracy: 96.2 %" in out  # still there for the student to read, marked
+    starts = {start: len([line for line in out.splitlines() if line.startswith(start)]) for start in SUMMARY_STARTS}
+    assert starts == {"== Q": 2, "Total:": 1, "Accuracy:": 0, "ERROR:": 1, "Isolation:": 0}, out  # the grader's own
+    if output_format == "text":
+        assert f"{STUDENT_MARK}Total: 50 / 50" in q1
