@@ -97,8 +97,9 @@ def test_output(cfg: QuestionConfig, result: QuestionResult, score: Score, part:
         parts.append(f"Note for staff: {result.run.cleanup_note}")
     if result.run.leftover_files:
         files = result.run.leftover_files[:5]
-        parts.append("Removed what your code left in shared temp folders: "
-                     + ", ".join(map(markdown_code, files) if markdown else files))
+        more = max(result.run.leftover_count, len(result.run.leftover_files)) - len(files)
+        parts.append(f"Removed what your code left in shared temp folders ({len(files) + more}): "
+                     + ", ".join(map(markdown_code, files) if markdown else files) + (f", and {more} more" if more else ""))
     if result.run.confinement:
         parts.append(f"Note for staff: {result.run.confinement}")
     printed = result.run.output.text().strip()

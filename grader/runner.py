@@ -109,7 +109,8 @@ class ChildRun:
     seconds: float = 0.0
     cpu_seconds: float | None = None  # the question's CPU time, where the time limit was judged on it
     leftovers: int = 0  # processes still running when the question ended, killed
-    leftover_files: list[str] = field(default_factory=list)  # files and IPC objects left behind, removed
+    leftover_files: list[str] = field(default_factory=list)  # files and IPC objects left behind, removed: the first
+    leftover_count: int = 0  # how many in all
     cleanup_note: str = ""  # for staff: a limit the cleanup met
 
 
@@ -380,3 +381,4 @@ def _close(jail: Jail, stop: threading.Event, threads: list[threading.Thread], c
         if proc is not None and proc.stdout is not None:
             proc.stdout.close()
     run.leftovers, run.leftover_files, run.cleanup_note = cleanup.leftovers, cleanup.removed, cleanup.note
+    run.leftover_count = cleanup.removed_count

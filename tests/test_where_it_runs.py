@@ -209,12 +209,13 @@ print("made", flush=True)
 
 
 def test_a_flood_of_files_is_swept_within_a_bound(tmp_path: Path) -> None:
-    """500,000 files left in /tmp (user layer: the namespace layer's /tmp is private) are removed within the
-    sweep's bound, in bounded memory, and listed for staff by count, not one by one."""
+    """500,000 files left in a shared temporary folder (user layer: the namespace layer's are private) are
+    removed within the sweep's bound, in bounded memory, and listed for staff by count, not one by one. The
+    flood goes to /dev/shm: made on the disk's /tmp it takes minutes, and leaves the folder's index grown."""
     need("user")
     code = """
 import os
-folder = "/tmp"
+folder = "/dev/shm"
 made = 0
 try:
     for i in range(500_000):
@@ -230,8 +231,8 @@ print("made", made, flush=True)
     output = by_question(report)["Q1"]["output"]
     assert rc == 0, report["output"]
     assert "made 500000" in output, output
-    assert not _student_files(Path("/tmp"), _student_uid())
-    assert "... and 4999" in output  # 20 named, the rest counted
+    assert not _student_files(Path("/dev/shm"), _student_uid())
+    assert "Removed what your code left in shared temp folders (500000): " in output and ", and 499995 more" in output
     assert seconds < 120 + cleanup_module.SWEEP_SECONDS, seconds
 
 
@@ -290,3 +291,23 @@ print("adj", open("/proc/self/oom_score_adj").read().strip(), "nproc", resource.
     rc, report = grade_q1(tmp_path, code, layer)
     assert rc == 0 and "adj 1000 nproc 512" in by_question(report)["Q1"]["output"]
 
+
+
+def test_a_scratch_folder_a_killed_grader_left_mounted_is_unmounted_by_the_next_run() -> None:
+    """A grader killed mid-question (a batch's timeout, Gradescope's) cannot unmount its scratch tmpfs, with
+    the test images in it: the next run of the same student user unmounts it before any student code runs."""
+    need("user")
+    from grader.sandbox.scratch import mount_refused
+
+    if (why := mount_refused()) is not None:
+        pytest.skip(f"no tmpfs can be mounted here: {why}")
+    sandbox = prepare("user", "processes")
+    jail = sandbox.jail("q1", 64 * 2**20)  # never closed, as if the grader had been killed
+    sandbox.close()
+    assert jail.mounted and os.path.ismount(jail.scratch)
+    try:
+        prepare("user", "processes").close()
+    finally:
+        for group in jail.groups:
+            group.remove()
+    assert not os.path.lexists(jail.scratch)

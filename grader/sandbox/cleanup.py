@@ -62,10 +62,6 @@ class Swept:
     count: int = 0
     complete: bool = True
 
-    def listed(self) -> list[str]:
-        more = self.count - len(self.names)
-        return self.names + ([f"... and {more} more"] if more > 0 else [])
-
 
 def remove_trees(paths: list[Path], deadline: float) -> bool:
     """Remove each path and everything under it, without following a link or crossing into another file

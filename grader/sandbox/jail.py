@@ -44,7 +44,8 @@ class Cleanup:
     """What the end of a question found."""
 
     leftovers: int = 0  # processes besides the child itself, killed
-    removed: list[str] = field(default_factory=list)  # files and IPC objects the student left, removed
+    removed: list[str] = field(default_factory=list)  # files and IPC objects the student left, removed: the first named
+    removed_count: int = 0  # all of them
     note: str = ""  # for staff: a limit of the cleanup
 
 
@@ -345,14 +346,17 @@ class Jail:
             if not self.sandbox.bwrap:
                 folders, complete = self.sandbox.shared_folders()
                 swept = self.sandbox.sweep(folders, SWEEP_SECONDS)
-                result.removed += swept.listed()
+                result.removed += swept.names
+                result.removed_count += swept.count
                 if not complete:
                     notes.append("the search for world-writable folders did not finish; only those found were "
                                  "checked for leftover files")
                 if not swept.complete:
                     notes.append(f"the student's leftover files were not all removed within {SWEEP_SECONDS:g} s "
                                  f"({swept.count} removed); the next run removes the rest before it starts, or refuses")
-            result.removed += remove_sysv_ipc(self.sandbox.uid)
+            ipc = remove_sysv_ipc(self.sandbox.uid)
+            result.removed += ipc
+            result.removed_count += len(ipc)
         if self.mounted and not unmount(self.scratch):
             notes.append(f"could not unmount the scratch folder {self.scratch}")
         elif not remove_trees([self.scratch], time.monotonic() + SCRATCH_SECONDS):  # once unmounted, an empty folder

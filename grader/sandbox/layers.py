@@ -22,7 +22,7 @@ from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import Bwrap, bwrap_base, interpreter_paths, probe_bwrap
-from grader.sandbox.scratch import mount_refused
+from grader.sandbox.scratch import mount_refused, unmount_stale
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
 from grader.threads import usable_cores
 from grader.time_limit import describe as describe_time_limit
@@ -215,6 +215,8 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
             raise SandboxError(f"files of '{user}' left by an earlier run in the shared temporary folders could not be "
                                f"removed within {SWEEP_SECONDS:g} s ({earlier.count} removed); the next student would "
                                f"find them. Remove them (as root: find / -xdev -user {user} -delete) and run again")
+        if uid is not None:
+            unmount_stale(uid)  # scratch folders a killed grader left mounted, the test images in them
         if not bwrap:
             threading.Thread(target=sandbox._walk_shared, daemon=True).start()
         else:

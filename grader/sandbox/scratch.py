@@ -36,6 +36,31 @@ def unmount(folder: Path) -> bool:
     return _libc().umount2(str(folder).encode(), MNT_DETACH) == 0
 
 
+def unmount_stale(uid: int) -> list[str]:
+    """Unmount and remove the scratch folders an earlier run of the student user `uid` left mounted (a grader
+    killed mid-question cannot unmount its own): those whose copy of the submission `uid` owns. Only one run
+    at a time holds a student user (users.take_lock), so none of them is in use."""
+    prefix = os.path.join(tempfile.gettempdir(), "grader-")
+    removed = []
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f if " - tmpfs " in line]
+    for point in mounts:
+        point = point.encode().decode("unicode_escape")  # mountinfo writes a space as \040
+        if not point.startswith(prefix):
+            continue
+        try:
+            owner = os.lstat(os.path.join(point, "submission")).st_uid
+        except OSError:
+            continue
+        if owner == uid and unmount(Path(point)):
+            try:
+                os.rmdir(point)
+            except OSError:
+                pass
+            removed.append(point)
+    return removed
+
+
 def mount_refused() -> str | None:
     """Why no tmpfs can be mounted here, or None (tried on a throwaway folder)."""
     if os.geteuid() != 0:
