@@ -328,7 +328,10 @@ class Jail:
             raise ContainmentError(self.sandbox.breach)
         if self.proc is not None and self.proc.poll() is None:  # the launcher, its namespace empty: the grader's own
             self.proc.kill()
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout=KILL_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
         try:
             result.note = self._remove_leftovers(result)
         finally:
