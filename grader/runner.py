@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import resource
 import shutil
 import signal
 import subprocess
@@ -146,13 +147,27 @@ def _killed_at_memory_limit(function: str, limits: Limits) -> StudentError:
 
 
 def _process_cap(sandbox: Sandbox) -> int | None:
-    """RLIMIT_NPROC for the child. The kernel counts it per user, and per user namespace: the student user's
-    processes, or the namespace's, start from none, so MAX_PROCESSES holds as it is. In the process layer
-    they are the grader's own user's, whose other processes count too: the cap is MAX_PROCESSES more than
-    that user has now. None as root, which the kernel does not hold to it."""
-    if sandbox.drops_user or sandbox.bwrap:
-        return MAX_PROCESSES
-    return None if os.geteuid() == 0 else user_tasks(os.getuid()) + MAX_PROCESSES
+    """RLIMIT_NPROC for the child. The kernel counts it per user, and (from Linux 5.14) per user namespace:
+    the student user's processes, or the namespace's, start from none, so MAX_PROCESSES holds as it is.
+    Where the child's processes are the grader's own user's, in the kernel's count (the process layer, or
+    namespaces without root before 5.14), its other processes count too: the cap is MAX_PROCESSES more
+    than that user has now. Never above the hard limit the child inherits (it could not set it). None as
+    root, which the kernel does not hold to it."""
+    if os.geteuid() == 0 and not sandbox.drops_user:
+        return None
+    cap = MAX_PROCESSES
+    if not sandbox.drops_user and not (sandbox.bwrap and _kernel() >= (5, 14)):
+        cap += user_tasks(os.getuid())
+    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    return cap if hard == resource.RLIM_INFINITY else min(cap, hard)
+
+
+def _kernel() -> tuple[int, int]:
+    try:
+        major, minor = os.uname().release.split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    except ValueError:
+        return 0, 0
 
 
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
@@ -219,6 +234,8 @@ def run_predictions(
             assert proc.stdout is not None
         except UploadError as exc:
             raise StudentError("upload", f"Your submission could not be copied for grading: {exc}") from None
+        except SandboxError as exc:
+            raise GraderError(str(exc)) from None
         channel = Pipe(read_fd, stop)
         messages: queue.Queue = queue.Queue(maxsize=QUEUE_SIZE)
         threads = [threading.Thread(target=read_messages, args=(channel, messages, tail_shape, limits.batch_size), daemon=True),

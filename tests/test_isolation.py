@@ -50,20 +50,28 @@ def student_uid() -> int:
     return pwd.getpwnam(DEFAULT_USER).pw_uid
 
 
-def student_processes() -> list[int]:
-    """Live processes of the student: as root, its user's; without root, where every process of the sandbox
-    is the tester's own, those of the tester's in a PID namespace other than the tester's (a sandbox's)."""
-    if os.geteuid() == 0:
-        return user_processes(student_uid())
-    mine = os.stat("/proc/self/ns/pid").st_ino
-    found = []
+def _sandboxed() -> set[tuple[int, str]]:
+    """(pid, start time) of the tester's processes in a PID namespace other than the tester's."""
+    mine, found = os.stat("/proc/self/ns/pid").st_ino, set()
     for pid in user_processes(os.getuid()):
         try:
             if os.stat(f"/proc/{pid}/ns/pid").st_ino != mine:
-                found.append(pid)
-        except OSError:
+                found.add((pid, Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]))
+        except (OSError, IndexError):
             continue
     return found
+
+
+_SANDBOXED_BEFORE = _sandboxed() if os.geteuid() != 0 else set()  # a browser's, a Flatpak app's: not the tests'
+
+
+def student_processes() -> list[int]:
+    """Live processes of the student: as root, its user's; without root, where every process of the sandbox
+    is the tester's own, those of the tester's in a PID namespace other than the tester's (a sandbox's),
+    less those that were there before the tests began."""
+    if os.geteuid() == 0:
+        return user_processes(student_uid())
+    return sorted(pid for pid, _ in _sandboxed() - _SANDBOXED_BEFORE)
 
 
 def grade_q1(tmp_path: Path, code: str, layer: str, *extra: str, n: int = 20, questions: str = "q1") -> tuple[int, dict]:

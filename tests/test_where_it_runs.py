@@ -196,9 +196,12 @@ def test_a_folder_thousands_deep_in_tmp_and_home_is_removed(tmp_path: Path, laye
     code = DEEP + f"""
 deep({top!r}, 3000)
 deep(os.path.join(os.environ["HOME"], "deep"), 3000)
+os.chmod(os.path.join(os.environ["HOME"], "deep"), 0)  # closed even to its owner: rm alone cannot enter it
 print("made", flush=True)
 """ + HONEST
+    scratch = set(Path(tempfile.gettempdir()).glob("grader-q1-*"))
     rc, report = grade_q1(tmp_path / "hostile", code, layer)
+    assert not set(Path(tempfile.gettempdir()).glob("grader-q1-*")) - scratch  # its home went with the scratch
     assert rc == 0, report["output"]
     assert "made" in by_question(report)["Q1"]["output"]
     assert report["extra_data"]["metrics"]["q1"]["n"] == 20
@@ -237,24 +240,31 @@ print("made", made, flush=True)
 
 
 def test_past_the_sweeps_bound_the_grade_stands_and_the_next_run_starts_clean(tmp_path: Path, monkeypatch) -> None:
-    """A sweep cut short by its bound keeps the grade, tells staff, and the next run removes the rest before
-    any student code runs (or refuses, naming the user)."""
+    """A sweep cut short by its bound keeps the grade, tells staff, and leaves a mark: the next run removes
+    the rest before any student code runs, in the usual folders and in every world-writable folder the
+    walk finds (or refuses, naming the user)."""
     need("user")
+    elsewhere = Path(tempfile.mkdtemp(prefix="grader-test-shared-", dir="/var/tmp"))  # world-writable, not a usual one
+    os.chmod(elsewhere, 0o1777)
     monkeypatch.setattr(jail_module, "SWEEP_SECONDS", 0.0)  # the sweep after the question, not the one before
-    code = """
+    code = f"""
 import os
 for i in range(3000):
     os.close(os.open("/tmp/left-%d" % i, os.O_CREAT | os.O_WRONLY, 0o600))
+open({str(elsewhere / "left")!r}, "w").write("for the next student")
 """ + HONEST
-    rc, report = grade_q1(tmp_path / "cut", code, "user")
-    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
-    assert "were not all removed within" in by_question(report)["Q1"]["output"]
-    uid = _student_uid()
-    assert _student_files(Path("/tmp"), uid)  # left for the next run
-    monkeypatch.undo()
-    rc, report = grade_q1(tmp_path / "next", HONEST, "user")
-    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
-    assert not _student_files(Path("/tmp"), uid)
+    try:
+        rc, report = grade_q1(tmp_path / "cut", code, "user")
+        assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
+        assert "were not all removed within" in by_question(report)["Q1"]["output"]
+        uid = _student_uid()
+        assert _student_files(Path("/tmp"), uid) and _student_files(elsewhere, uid)  # left for the next run
+        monkeypatch.undo()
+        rc, report = grade_q1(tmp_path / "next", HONEST, "user")
+        assert rc == 0 and report["extra_data"]["metrics"]["q1"]["n"] == 20
+        assert not _student_files(Path("/tmp"), uid) and not _student_files(elsewhere, uid)
+    finally:
+        subprocess.run(["rm", "-rf", str(elsewhere)], check=False)
 
 
 def test_a_batch_takes_a_folder_thousands_deep_as_that_submissions_problem(tmp_path: Path) -> None:

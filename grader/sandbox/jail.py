@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from grader.sandbox.cgroup import CpuacctCgroup, CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
 from grader.sandbox.cleanup import SWEEP_SECONDS, remove_sysv_ipc, remove_trees
-from grader.sandbox.errors import ContainmentError
+from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
 from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, process_stat, reap_orphans,
                                    session_processes, user_processes)
@@ -179,25 +179,43 @@ class Jail:
 
     def _pin_init(self, pid: int) -> None:
         """Hold the namespace's init by a pidfd (a signal through it can reach no other process, even once
-        its number is reused) and its PID namespace by an open file (its inode number stays taken, so no
-        later namespace can be mistaken for it); both checked to be the launcher's own child."""
+        its number is reused; a kernel before 5.3 has none, and the pid is used while its launcher lives) and
+        its PID namespace by an open file (its inode number stays taken, so no later namespace can be
+        mistaken for it); both checked to be the launcher's own child. An init that cannot be held while
+        its launcher runs could not be killed: the question stops as the grader's problem (fail closed)."""
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd: int | None = os.pidfd_open(pid)
         except OSError:
-            return
+            pidfd = None
         try:
             ns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            os.close(pidfd)
-            return
+            ns = None
         st = process_stat(str(pid))
-        if self.proc is None or st is None or st[0] != self.proc.pid:  # not the launcher's child: the pid was reused
-            os.close(pidfd)
-            os.close(ns)
-            return
+        if self.proc is None or st is None or st[0] != self.proc.pid or ns is None:  # gone, or the pid was reused
+            for fd in (pidfd, ns):
+                if fd is not None:
+                    os.close(fd)
+            if self.proc is not None and self.proc.poll() is None:  # its death takes the init (--die-with-parent)
+                self.proc.kill()
+                raise SandboxError(f"bubblewrap's sandbox (init pid {pid}) could not be held to be killed later")
+            return  # bubblewrap failed to start: its output says why
         self.init_pid, self._init_fd, self._ns_fd = pid, pidfd, ns
         info = os.fstat(ns)
         self.namespace = (info.st_dev, info.st_ino)
+
+    def _signal_init(self, sig: int) -> bool:
+        """Send `sig` to the namespace's init; False once it is gone."""
+        try:
+            if self._init_fd is not None:
+                signal.pidfd_send_signal(self._init_fd, sig)
+            elif self.init_pid is not None and self.proc is not None and self.proc.poll() is None:
+                os.kill(self.init_pid, sig)  # no pidfd: only while its launcher lives, so the number is still its
+            else:
+                return False
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
 
     def _launcher(self) -> int | None:
         """bubblewrap's first process, outside the namespaces: the grader's own, whose only child is the
@@ -255,11 +273,13 @@ class Jail:
         (its init has started the child: before that /proc/<init>/root is the host's, whose /tmp may hold a
         whole disk), only from a file system that is not the host's folder, and only while the pidfd shows
         the init alive, so the path read was its own."""
-        if self.init_pid is None or self._init_fd is None:
+        if self.init_pid is None:
             return 0
         if not self._set_up:
             try:
                 self._set_up = bool(Path(f"/proc/{self.init_pid}/task/{self.init_pid}/children").read_text().split())
+            except FileNotFoundError:  # a kernel without CONFIG_PROC_CHILDREN: the device check below alone
+                self._set_up = True
             except OSError:
                 return 0
             if not self._set_up:
@@ -272,11 +292,7 @@ class Jail:
                 continue
             if private.st_dev != host.st_dev:
                 used += used_bytes(f"/proc/{self.init_pid}/root{mount}")
-        try:
-            signal.pidfd_send_signal(self._init_fd, 0)
-        except (ProcessLookupError, PermissionError):
-            return 0
-        return used
+        return used if self._signal_init(0) else 0
 
     def oom_killed(self) -> bool:
         return bool(self.cgroup and self.cgroup.oom_kills())
@@ -284,11 +300,7 @@ class Jail:
     def _kill_round(self) -> None:
         for group in self.groups:
             group.kill()
-        if self._init_fd is not None:
-            try:  # the namespace's init: its death takes every process of the namespace with it
-                signal.pidfd_send_signal(self._init_fd, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        self._signal_init(signal.SIGKILL)  # the namespace's init: its death takes every process of it along
         if self.sandbox.drops_user:
             self.sandbox.kill_user()
         elif not self.sandbox.bwrap:
@@ -325,6 +337,7 @@ class Jail:
             described = ", ".join(f"{pid} ({describe(pid)})" for pid in alive[:5])
             self.sandbox.breach = (f"{len(alive)} process(es) of the student survived every attempt to kill them "
                                    f"({described}); grading stopped, nothing was restored. Staff must look.")
+            self._release()
             raise ContainmentError(self.sandbox.breach)
         if self.proc is not None and self.proc.poll() is None:  # the launcher, its namespace empty: the grader's own
             self.proc.kill()

@@ -23,7 +23,7 @@ from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import Bwrap, bwrap_base, interpreter_paths, probe_bwrap
 from grader.sandbox.scratch import mount_refused, unmount_stale
-from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, take_lock
+from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, state_file, take_lock
 from grader.threads import usable_cores
 from grader.time_limit import describe as describe_time_limit
 
@@ -59,6 +59,7 @@ class Sandbox:
     protected: list[Path] = field(default_factory=list)
     breach: str | None = None
     _lock: int | None = None
+    _unswept: Path | None = None  # marks that a sweep of the student user's leftovers did not finish (root's)
     _shared: list[Path] = field(default_factory=list)
     _shared_done: threading.Event = field(default_factory=threading.Event)
     _shared_complete: bool = True
@@ -98,8 +99,14 @@ class Sandbox:
 
     def sweep(self, folders: list[Path], seconds: float) -> Swept:
         """Remove what the student user left at the top of `folders`, within `seconds` (user layer only;
-        nothing of the student runs now, so nothing can race the removal)."""
-        return Swept() if self.uid is None else sweep(folders, self.uid, self.gid, time.monotonic() + seconds)
+        nothing of the student runs now, so nothing can race the removal). One that does not finish leaves a
+        mark, and the next run of this user sweeps every world-writable folder before it starts."""
+        if self.uid is None:
+            return Swept()
+        swept = sweep(folders, self.uid, self.gid, time.monotonic() + seconds)
+        if not swept.complete and self._unswept is not None:
+            self._unswept.touch(mode=0o600)
+        return swept
 
 
 def question_cpus(cpu_share: int) -> float:
@@ -209,12 +216,11 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
         if survivors:
             sandbox.close()
             raise SandboxError(f"{len(survivors)} process(es) of '{user}' from an earlier run cannot be killed")
-        earlier = sandbox.sweep(list(KNOWN_SHARED), SWEEP_SECONDS)  # what an earlier run's bounded sweep may have left
-        if not earlier.complete:
+        try:
+            _sweep_earlier(sandbox, user)
+        except SandboxError:
             sandbox.close()
-            raise SandboxError(f"files of '{user}' left by an earlier run in the shared temporary folders could not be "
-                               f"removed within {SWEEP_SECONDS:g} s ({earlier.count} removed); the next student would "
-                               f"find them. Remove them (as root: find / -xdev -user {user} -delete) and run again")
+            raise
         if uid is not None:
             unmount_stale(uid)  # scratch folders a killed grader left mounted, the test images in them
         if not bwrap:
@@ -223,6 +229,22 @@ def prepare(isolation: str = "auto", memory: str = "auto", protected: list[Path]
             sandbox._shared_done.set()
     sandbox.note = "Isolation: " + "; ".join(f"{k}: {v}" for k, v in layers.items()) + "."
     return sandbox
+
+
+def _sweep_earlier(sandbox: Sandbox, user: str) -> None:
+    """Remove what an earlier run of `user` left: in the usual shared folders always, and in every
+    world-writable folder when its sweep was cut short (its mark). Refuses when that cannot finish: the
+    next student would find the files."""
+    sandbox._unswept = state_file(user, "unswept")
+    folders = list(KNOWN_SHARED)
+    if sandbox._unswept.exists():  # as far as the walk gets in its bound, as after a question
+        folders = sorted(set(folders) | set(walk_world_writable(time.monotonic() + WALK_SECONDS)[0]))
+    earlier = sandbox.sweep(folders, SWEEP_SECONDS)
+    if not earlier.complete:
+        raise SandboxError(f"files of '{user}' left by an earlier run in the world-writable folders could not all be "
+                           f"removed within {SWEEP_SECONDS:g} s ({earlier.count} removed); the next student would "
+                           f"find them. Remove them (as root: find / -xdev -user {user} -delete) and run again")
+    sandbox._unswept.unlink(missing_ok=True)
 
 
 def _process_sandbox(why: str, root: bool) -> Sandbox:

@@ -137,7 +137,10 @@ def probe_bwrap(uid: int | None, gid: int | None, protected: Sequence[Path] = ()
         return str(exc)
     needed = [p for p in _child_sys_path() if p and Path(p).is_dir()
               and not any(q.is_relative_to(Path(p).resolve()) for q in protected)]
-    scratch = Path(tempfile.mkdtemp(prefix="grader-probe-"))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="grader-probe-"))
+    except OSError as exc:
+        return f"no scratch folder could be made for the probe: {exc}"
     try:
         os.chmod(scratch, 0o755)
         writable = [scratch / "submission", scratch / "home"]
@@ -153,6 +156,8 @@ def probe_bwrap(uid: int | None, gid: int | None, protected: Sequence[Path] = ()
                                   stdin=subprocess.DEVNULL, cwd="/")
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"bubblewrap could not run: {exc}"
+    except OSError as exc:
+        return f"the probe's scratch folder could not be laid out: {exc}"
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     if proc.returncode != 0:

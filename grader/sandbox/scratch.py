@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,10 +43,10 @@ def unmount_stale(uid: int) -> list[str]:
     at a time holds a student user (users.take_lock), so none of them is in use."""
     prefix = os.path.join(tempfile.gettempdir(), "grader-")
     removed = []
-    with open("/proc/self/mountinfo") as f:
-        mounts = [line.split()[4] for line in f if " - tmpfs " in line]
-    for point in mounts:
-        point = point.encode().decode("unicode_escape")  # mountinfo writes a space as \040
+    with open("/proc/self/mountinfo", "rb") as f:
+        mounts = [line.split()[4] for line in f if b" - tmpfs " in line]
+    for raw in mounts:  # mountinfo writes a space, a tab, a newline and a backslash as octal escapes (\\040)
+        point = os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), raw))
         if not point.startswith(prefix):
             continue
         try:

@@ -58,10 +58,14 @@ def kill_user(uid: int, killer: tuple[int, int]) -> list[int]:
     return alive
 
 
+def state_file(name: str, kind: str) -> Path:
+    """A root-only file of the grader's, mp-grader-NAME.KIND, in /run (else beside the grader)."""
+    return (LOCK_FOLDER if LOCK_FOLDER.is_dir() else HERE.parent) / f"mp-grader-{name}.{kind}"
+
+
 def open_lock(name: str) -> int:
-    """A root-only lock file, mp-grader-NAME.lock, in /run (else beside the grader), opened for flock."""
-    folder = LOCK_FOLDER if LOCK_FOLDER.is_dir() else HERE.parent
-    return os.open(folder / f"mp-grader-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    """The lock file mp-grader-NAME.lock, opened for flock."""
+    return os.open(state_file(name, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def take_lock(user: str) -> int:
