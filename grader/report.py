@@ -30,11 +30,11 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         if cfg.split:
             tests.append({"name": f"{cfg.title} (public part)", "score": 0, "max_score": 0, "visibility": cfg.visibility,
                           "output": test_output(cfg, result, public_score(cfg, result), "public", markdown),
-                          "output_format": config.output_format, "extra_data": {"part": "public"}})
+                          "output_format": config.output_format, "extra_data": {"part": "public", "question": key}})
         tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
                       "status": "passed" if score.full_credit else "failed", "visibility": scored_visibility(cfg),
                       "output": test_output(cfg, result, score, "scored" if cfg.split else "", markdown),
-                      "output_format": config.output_format})
+                      "output_format": config.output_format, "extra_data": {"question": key}})
         metrics[key] = result.reported_metrics
     leaderboard, hidden = [], withheld_columns(config)
     for key, name, title in LEADERBOARD:
@@ -52,6 +52,16 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "stdout_visibility": config.stdout_visibility,
         "extra_data": {"metrics": metrics, "grader": provenance(config)},
     }
+
+
+def question_of(test: dict, config: GraderConfig) -> str | None:
+    """The question whose points a test of results.json carries, by the key the grader wrote in it (an
+    instructor check named like a question, "Q2 bonus", carries none; a split question's public part has
+    no points); a report from before that key, by its exact title."""
+    extra = test.get("extra_data")
+    if isinstance(extra, dict) and "question" in extra:
+        return extra["question"] if extra["question"] in config.questions and extra.get("part") != "public" else None
+    return next((key for key, cfg in config.questions.items() if cfg.title == test.get("name")), None)
 
 
 def scored_visibility(cfg: QuestionConfig) -> str:
@@ -97,7 +107,7 @@ def fallback_results(message: str, config: GraderConfig | None = None) -> dict:
         tests = [{"name": "Q1/Q2 grading", "score": 0, "max_score": 0, "status": "failed", "output": message}]
     else:
         tests = [{"name": q.title, "score": 0, "max_score": q.points, "status": "failed", "visibility": q.visibility,
-                  "output": message} for q in config.questions.values()]
+                  "output": message, "extra_data": {"question": key}} for key, q in config.questions.items()]
     return {"tests": tests, "output": message, "execution_time": 1,
             "extra_data": {"metrics": {}, "grader_error": message}}
 

@@ -23,7 +23,7 @@ from grader.batch.class_report import total, write_csv
 from grader.batch.runs import Outcome, read_report
 from grader.batch.submissions import Entry
 from grader.config import ConfigError, GraderConfig, load_config
-from grader.report import scored_visibility
+from grader.report import question_of, scored_visibility
 from grader.scoring import score_question
 from grader.split import split_record
 from grader.text import FORMULA_START, csv_cell, markdown_code
@@ -34,8 +34,8 @@ def rescored(report: dict, config: GraderConfig) -> dict:
     new = copy.deepcopy(report)
     metrics = new.get("extra_data", {}).get("metrics", {})
     for test in new.get("tests", []):
-        key = str(test.get("name", ""))[:2].lower()
-        if key not in config.questions or (test.get("extra_data") or {}).get("part") == "public":
+        key = question_of(test, config)
+        if key is None:
             continue  # an instructor check, or a split question's public part (no points): kept as it was
         cfg, stored = config.questions[key], metrics.get(key)
         graded = isinstance(stored, dict) and "error" not in stored

@@ -12,6 +12,7 @@ import numpy as np
 from grader import duplicates
 from grader.batch.runs import Outcome
 from grader.config import GraderConfig
+from grader.report import question_of
 from grader.scoring import scored_metrics
 from grader.text import csv_cell, markdown_code
 
@@ -35,8 +36,9 @@ def _scored(config: GraderConfig, report: dict, question: str) -> dict:
 
 
 def _scores(config: GraderConfig, report: dict) -> dict[str, float]:
-    by_title = {t.get("name"): t.get("score", 0) for t in report["tests"]}
-    return {q: float(by_title.get(cfg.title, 0)) for q, cfg in config.questions.items()}
+    """Each question's points, from the test that scores it (never an instructor check named like it)."""
+    found = {question_of(t, config): t.get("score", 0) for t in report["tests"]}
+    return {q: float(found.get(q, 0)) for q in config.questions}
 
 
 METRIC_COLUMNS = {"q1": ("accuracy",), "q2": ("mAP", "mIoU")}
