@@ -14,6 +14,14 @@ import hashlib
 import numpy as np
 
 DEFAULT_SEED = "mp-grader"
+PUBLIC_SEED = (f"the split's seed is the public default ({DEFAULT_SEED!r}): with this source a student computes which "
+               "images are private. Set [grader].split_seed to a secret of your own, e.g. the output of "
+               "python3 -c 'import secrets; print(secrets.token_hex(16))'")
+
+
+def public_seed(config_seed: str, split: bool) -> str | None:
+    """The warning for a split graded with the public default seed, else None."""
+    return PUBLIC_SEED if split and config_seed == DEFAULT_SEED else None
 
 
 def private_mask(n: int, fraction: float, seed: str, question: str) -> np.ndarray:

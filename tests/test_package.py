@@ -137,3 +137,15 @@ def test_a_checks_folder_inside_the_repository_goes_into_the_zip(tmp_path: Path,
     assert "checks: examples/checks" in capsys.readouterr().out
     listed = names(tmp_path / "a.zip")
     assert "examples/checks/test_submission_checks.py" in listed
+
+
+def test_a_split_with_the_public_seed_is_not_zipped(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """With the shipped seed, anyone with this source computes which images are private (#27): refused."""
+    out = tmp_path / "a.zip"
+    split = config_with(tmp_path, **{"private_fraction = 0.0": "private_fraction = 0.5"})
+    assert zipped("autograder", "--reference", REFERENCE, "--config", split, "--out", out) == 2
+    assert "the split's seed is the public default" in capsys.readouterr().err and not out.exists()
+    secret = tmp_path / "secret.toml"
+    secret.write_text(split.read_text().replace('split_seed = "mp-grader"', 'split_seed = "a secret of the course"'))
+    assert zipped("autograder", "--reference", REFERENCE, "--config", secret, "--out", out) == 0
+    assert out.exists()

@@ -107,8 +107,12 @@ def test_a_split_question_shows_its_public_part_now_and_keeps_its_score(tmp_path
     assert f"{100 * private['accuracy']:.1f} %" not in seen_now and f"{100 * metrics['accuracy']:.1f} %" not in seen_now
     assert f"{scored_test['score']:g} / 20" not in report["output"] and "score: shown after the due date" in report["output"]
     assert report["leaderboard"][0] == {"name": "Q1 accuracy", "value": round(public["accuracy"], 4), "order": "desc"}
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "public part (" in printed and "Q1 Fashion-MNIST classification: shown after the due date" in printed
+    # The shipped seed is public: staff are told, in extra_data and on stderr (#27).
+    assert "split's seed is the public default" in report["extra_data"]["grader"]["warning"]
+    assert "split's seed is the public default" in captured.err and "public default" not in seen_now
     assert f"{100 * private['accuracy']:.1f} %" not in printed
     with_all = tmp_path / "all.toml"
     with_all.write_text(config.read_text().replace('score_on = "private"', 'score_on = "all"'))
