@@ -200,7 +200,7 @@ def submission_limit(config: GraderConfig, metadata: Path | None) -> tuple[Limit
         now, earlier = read_metadata(metadata)
     except MetadataError as exc:
         return None, [f"Note for staff: the daily submission limit could not be applied: {exc}"]
-    check = check_limit(now, earlier, limit, config.over_limit_keeps)
+    check = check_limit(now, earlier, limit, config.over_limit_keeps, config.visibility)
     return check, [] if check.over else [f"This is valid submission {check.counted + 1} of {limit} in 24 hours."]
 
 

@@ -95,14 +95,24 @@ def read_metadata(path: Path) -> tuple[datetime, list[Earlier]]:
     return now, sorted(earlier, key=lambda e: e.time)
 
 
-def check_limit(now: datetime, earlier: list[Earlier], limit: int, keeps: str) -> LimitCheck:
+def shown_now(entry: Earlier, default: str) -> float:
+    """The points of an earlier result that students may see at once (its tests of visibility `default`
+    when they say none): a choice made by these tells nothing of the hidden ones, a split's private part."""
+    tests = (entry.results or {}).get("tests")
+    if not isinstance(tests, list):
+        return entry.score  # a bare total: what Gradescope showed
+    return visible_score([t for t in tests if isinstance(t, dict)], default, TOP_OUTPUT)[0]
+
+
+def check_limit(now: datetime, earlier: list[Earlier], limit: int, keeps: str, default: str = VISIBLE) -> LimitCheck:
     """Whether this submission is past `limit` valid ones in the 24 hours before it, and if so which
-    earlier result stands: the best score ("best", the latest of equal ones) or the latest ("last")."""
+    earlier result stands: the best score students may see now ("best", the latest of equal ones; never by
+    hidden points, which the choice would reveal) or the latest ("last"). `default`: the config's visibility."""
     window = [e for e in earlier if now - WINDOW < e.time <= now]
     if len(window) < limit:
         return LimitCheck(False, len(window), limit)
     candidates = [e for e in earlier if e.time <= now]
-    kept = max(candidates, key=(lambda e: (e.score, e.time)) if keeps == "best" else (lambda e: e.time))
+    kept = max(candidates, key=(lambda e: (shown_now(e, default), e.time)) if keeps == "best" else (lambda e: e.time))
     return LimitCheck(True, len(window), limit, kept, window[len(window) - limit].time + WINDOW)
 
 

@@ -50,6 +50,21 @@ def test_best_prefers_the_latest_of_equal_scores() -> None:
     assert check.kept is b and check.next_at == b.time + timedelta(hours=24)
 
 
+def test_best_is_chosen_by_what_students_see_now_never_by_hidden_points() -> None:
+    """A split's private part is hidden until the due date: a choice by the whole total would tell the
+    student which earlier submission is privately best (#27). The choice uses only what is shown now."""
+    def earlier(hours: float, public: float, private: float) -> Earlier:
+        tests = [{"name": "Q1 (public part)", "score": 0, "max_score": 0},
+                 {"name": "Q1", "score": private, "max_score": 20, "visibility": "after_due_date"},
+                 {"name": "Q2", "score": public, "max_score": 30}]
+        return Earlier(NOW - timedelta(hours=hours), public + private, {"tests": tests})
+
+    shown_better, privately_better = earlier(3, 25, 0), earlier(2, 20, 20)
+    check = check_limit(NOW, [shown_better, privately_better], 1, "best", "visible")
+    assert check.kept is shown_better  # the whole totals were 25 and 40
+    assert check_limit(NOW, [shown_better, privately_better], 1, "last").kept is privately_better
+
+
 @pytest.mark.parametrize("text, message", [
     ("not json", "Expecting value"),
     ('{"created_at": "yesterday", "previous_submissions": []}', "not an ISO 8601 time"),
