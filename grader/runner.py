@@ -293,8 +293,9 @@ def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Q
             raise StudentError(claimed if claimed in CHILD_ERROR_KINDS else "exception",
                                _text(message.get("message", ""), 2000), _text(message.get("traceback", ""), 8000),
                                from_student=True)
-        elif kind == "protocol":
-            raise StudentError("protocol", f"{q.function}'s process sent malformed data: {_text(message['message'], 400)}")
+        elif kind == "protocol":  # the parser's words quote what the child sent: its output, by another name
+            raise StudentError("protocol", f"{q.function}'s process sent malformed data: {_text(message['message'], 400)}",
+                               from_student=True)
         elif kind == "batch":
             yield expected, _checked_batch(q, message, expected)
             expected += message["count"]
@@ -308,7 +309,8 @@ def _receive(q: _Question, proc: subprocess.Popen, jail: Jail, messages: queue.Q
                 pass
             return
         else:
-            raise StudentError("protocol", f"{q.function}'s process sent an unexpected {kind!r} message")
+            raise StudentError("protocol", f"{q.function}'s process sent an unexpected {_text(repr(kind), 80)} message",
+                               from_student=True)
 
 
 def _check_memory(q: _Question, jail: Jail) -> None:

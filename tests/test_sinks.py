@@ -54,6 +54,26 @@ def test_show_output_false_also_keeps_error_messages_private(tmp_path: Path, sho
         assert "your code failed (exception); its message is not shown" in output
 
 
+@pytest.mark.parametrize("sent", ['{"type": "LEAKED-PIXELS"}', '{"type": "batch", "start": 0, "count": "LEAKED-PIXELS"}'])
+def test_show_output_false_keeps_what_the_child_sent_on_its_channel_private(tmp_path: Path, sent: str) -> None:
+    """The grader's own protocol error quotes the bytes the child chose (#27): with show_output = false the
+    student sees the fault's kind, staff the words."""
+    code = f"""
+import json, os, sys, time
+FD = json.loads(sys.argv[1])["fd"]
+def predict_q1(images):
+    os.write(FD, {(sent + chr(10)).encode()!r})
+    time.sleep(1000)
+"""
+    config = config_with(tmp_path, "q1", **{"show_output = true": "show_output = false"})
+    rc, report = grade(write_submission(tmp_path / "submission", code), make_reference(tmp_path / "data", n_q1=5),
+                       tmp_path / "results.json", "--config", str(config), "--isolation", "process", "--timeout", "20")
+    assert rc == 0 and report["extra_data"]["metrics"]["q1"]["error_kind"] == "protocol"
+    assert "LEAKED-PIXELS" in report["extra_data"]["metrics"]["q1"]["error"]  # staff see it
+    assert "LEAKED-PIXELS" not in json.dumps([report["tests"], report["output"]])
+    assert "your code failed (protocol); its message is not shown" in by_question(report)["Q1"]["output"]
+
+
 def test_instructor_checks_output_is_escaped_like_the_graders(tmp_path: Path) -> None:
     checks = tmp_path / "checks"
     checks.mkdir()
