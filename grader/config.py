@@ -87,8 +87,9 @@ class QuestionConfig:
                                                            "bound": Bound(float, 0, high=0.95)})
     private_visibility: str = field(default="after_due_date", metadata={"doc": "when the private part's score is shown"})
     score_on: str = field(default="private", metadata={"doc": "what the thresholds apply to when split: private or all"})
-    grace: str = field(default="none", metadata={"doc": "none, or interval: each metric is scored at the upper end "
-                                                         "of its 95 % interval over the images"})
+    grace: str = field(default="none", metadata={"doc": "none, or interval: each full-credit line is lowered to the "
+                                                         "lower end of its own 95 % interval at the number of images "
+                                                         "graded (the same for every submission)"})
 
     @property
     def split(self) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import resource
 import shutil
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from typing import Generator
 import numpy as np
 
 from grader.protocol import POLL_SECONDS, Pipe, read_messages
-from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus, user_tasks
+from grader.sandbox import ContainmentError, Jail, Sandbox, SandboxError, enclosing_cpus
 from grader.threads import thread_settings, usable_cores
 from grader.time_limit import cpu_allowance, wall_guard
 from grader.text import printable
@@ -37,7 +36,6 @@ CHILD = Path(__file__).with_name("child.py")
 QUEUE_SIZE = 4  # batches in flight between the reading thread and the metrics
 FILE_SIZE_LIMIT = 2**30  # largest file the child may write
 CHILD_ERROR_KINDS = ("import", "missing", "cuda_oom", "exit", "exception")  # what child.py reports
-MAX_PROCESSES = 512  # processes and threads the student's code may have at once
 ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
                    "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # and the thread counts (grader/threads.py)
 
@@ -146,30 +144,6 @@ def _killed_at_memory_limit(function: str, limits: Limits) -> StudentError:
                         f"{limits.memory_bytes / 2**20:.0f} MiB and the kernel stopped them")
 
 
-def _process_cap(sandbox: Sandbox) -> int | None:
-    """RLIMIT_NPROC for the child. The kernel counts it per user, and (from Linux 5.14) per user namespace:
-    the student user's processes, or the namespace's, start from none, so MAX_PROCESSES holds as it is.
-    Where the child's processes are the grader's own user's, in the kernel's count (the process layer, or
-    namespaces without root before 5.14), its other processes count too: the cap is MAX_PROCESSES more
-    than that user has now. Never above the hard limit the child inherits (it could not set it). None as
-    root, which the kernel does not hold to it."""
-    if os.geteuid() == 0 and not sandbox.drops_user:
-        return None
-    cap = MAX_PROCESSES
-    if not sandbox.drops_user and not (sandbox.bwrap and _kernel() >= (5, 14)):
-        cap += user_tasks(os.getuid())
-    hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    return cap if hard == resource.RLIM_INFINITY else min(cap, hard)
-
-
-def _kernel() -> tuple[int, int]:
-    try:
-        major, minor = os.uname().release.split(".")[:2]
-        return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
-    except ValueError:
-        return 0, 0
-
-
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
                  jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
     """Lay out the scratch folder (child script and images, root's; a copy of the submission made by the
@@ -188,7 +162,7 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     sandbox = jail.sandbox
     options = {"question": question, "images": str(jail.scratch / "images.npy"), "batch_size": batch_size,
                "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
-               "max_processes": _process_cap(sandbox),
+               "max_processes": sandbox.process_cap(),
                "grader_pid": None if sandbox.bwrap else os.getpid(), "unix_sockets": bool(sandbox.bwrap),
                "threads": threads}
     try:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from grader.config import QuestionConfig
+from grader.uncertainty import binomial_interval
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,16 @@ def scored_metrics(cfg: QuestionConfig, metrics: dict | None) -> dict | None:
     return metrics.get("private")
 
 
+def graced_line(threshold: float, n: int) -> float:
+    """A full-credit line lowered by its own sampling error at n images: the lower end of the exact 95 %
+    binomial interval of a metric measured at the line (a fraction in [0, 1], whose spread over n images is
+    at most the binomial's). The same for every submission graded on n images, so a better metric never
+    scores less (scoring at the upper end of each submission's own interval did: an uneven model's is wider)."""
+    if not 0 < threshold <= 1:
+        return threshold
+    return float(binomial_interval(round(threshold * n), n)[0])
+
+
 def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
     """Points for one question from its metrics (the whole set's, with the split's parts when there is
     one); `metrics` is None (or lacks a metric) when the question could not be graded."""
@@ -47,17 +58,18 @@ def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
     if missing:
         return Score(0.0, cfg.points, False, f"no {', '.join(missing)} could be computed: 0 points")
     values = {m: float(v) for m, v in found.items() if v is not None}
-    graced = ""
-    if cfg.grace == "interval":  # opted into: the benefit of the test set's noise goes to the student
-        intervals = (metrics or {}).get("interval") or {}
-        values = {m: max(v, float(intervals[m][1])) if isinstance(intervals.get(m), list) else v for m, v in values.items()}
-        graced = "; each metric at the upper end of its 95 % interval over the images (grace)"
-    line = ", ".join(f"{m} >= {t:g}" for m, t in cfg.thresholds.items()) + graced
-    if all(values[m] >= t for m, t in cfg.thresholds.items()):
+    thresholds, graced = dict(cfg.thresholds), ""
+    n = int((metrics or {}).get("n") or 0)
+    if cfg.grace == "interval" and n > 0:  # opted into: the benefit of the test set's noise goes to the student
+        thresholds = {m: graced_line(t, n) for m, t in thresholds.items()}
+        graced = (f" (the configured {', '.join(f'{t:g}' for t in cfg.thresholds.values())} lowered to the lower end of "
+                  f"its own 95 % interval at {n} images: grace)")
+    line = ", ".join(f"{m} >= {t:.4g}" for m, t in thresholds.items()) + graced
+    if all(values[m] >= t for m, t in thresholds.items()):
         return Score(cfg.points, cfg.points, True, f"full credit ({line})")
     if cfg.partial_credit == "none":
         return Score(0.0, cfg.points, False, f"below the full-credit line ({line}): no partial credit")
-    ratios = [min(_exact(values[m]) / _exact(t), Fraction(1)) for m, t in cfg.thresholds.items()]
+    ratios = [min(_exact(values[m]) / _exact(t), Fraction(1)) for m, t in thresholds.items()]
     ratio = min(ratios) if cfg.combine == "min" else sum(ratios, Fraction(0)) / len(ratios)
     exact = _round(_exact(cfg.points) * ratio, _exact(cfg.round_to), cfg.rounding)
     points = float(min(max(exact, Fraction(0)), _exact(cfg.points)))

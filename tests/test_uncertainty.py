@@ -12,7 +12,7 @@ import pytest
 
 from grader.config import load_config
 from grader.metrics import SegmentationAccumulator, image_statistics
-from grader.scoring import score_question
+from grader.scoring import graced_line, score_question
 from grader.uncertainty import binomial_interval, bootstrap_intervals
 
 
@@ -83,12 +83,32 @@ def test_the_bootstrap_is_seeded_covers_the_estimate_and_narrows_with_more_image
     assert bootstrap_intervals(*same)["mIoU"][0] == bootstrap_intervals(*same)["mIoU"][1]
 
 
-def test_grace_scores_at_the_upper_end_and_the_default_does_not() -> None:
+def test_grace_lowers_the_line_by_its_own_sampling_error_and_the_default_does_not() -> None:
     cfg = load_config().questions["q2"]  # full credit at mIoU >= 0.55
-    metrics = {"mIoU": 0.53, "mAP": 0.6, "interval": {"mIoU": [0.49, 0.57], "mAP": [0.55, 0.65]}}
+    metrics = {"mIoU": 0.53, "mAP": 0.6, "n": 100, "interval": {"mIoU": [0.49, 0.57], "mAP": [0.55, 0.65]}}
     assert score_question(cfg, metrics).points == 29  # the course's own example: 30 x 0.53 / 0.55
     graced = score_question(dataclasses.replace(cfg, grace="interval"), metrics)
-    assert graced.points == 30 and "upper end of its 95 % interval" in graced.reason
+    assert graced.points == 30 and "lower end of its own 95 % interval at 100 images" in graced.reason
+    line = graced_line(0.55, 100)  # defined by P(X >= 55) = 2.5 % for X ~ Binomial(100, line), checked apart
+    assert abs(sum(comb(100, i) * line**i * (1 - line) ** (100 - i) for i in range(55, 101)) - 0.025) < 1e-9
+
+
+def test_grace_never_scores_a_better_metric_less() -> None:
+    """Scoring at the upper end of each submission's own interval rewarded uneven models: a review's mIoU
+    0.45 with a wide interval got 30 / 30, a 0.52 with a narrow one 29 / 30 (#27). The line is now the same
+    for every submission graded on as many images, whatever its interval."""
+    cfg = dataclasses.replace(load_config().questions["q2"], grace="interval")
+    rng = np.random.default_rng(7)
+    values = np.linspace(0.2, 0.8, 121)
+    points = []
+    for v in values:
+        width = rng.uniform(0, 0.3)  # each submission's own spread over the images, uneven or not
+        points.append(score_question(cfg, {"mIoU": v, "mAP": 0.7, "n": 100,
+                                           "interval": {"mIoU": [v - width, v + width]}}).points)
+    assert all(b >= a for a, b in zip(points, points[1:])), points
+    wide = {"mIoU": 0.45, "mAP": 0.7, "n": 100, "interval": {"mIoU": [0.30, 0.60]}}
+    narrow = {"mIoU": 0.52, "mAP": 0.7, "n": 100, "interval": {"mIoU": [0.50, 0.54]}}
+    assert score_question(cfg, narrow).points >= score_question(cfg, wide).points
 
 
 def test_the_batched_ap_and_iou_equal_the_metrics_own() -> None:

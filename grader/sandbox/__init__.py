@@ -40,10 +40,9 @@ from grader.sandbox.jail import Jail
 from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare, question_cpus
 from grader.sandbox.memory import resident_bytes
 from grader.sandbox.namespaces import probe_bwrap
-from grader.sandbox.procfs import user_processes, user_tasks
+from grader.sandbox.procfs import user_processes
 from grader.sandbox.users import DEFAULT_USER, ensure_user, open_lock
 
 __all__ = ["DEFAULT_USER", "ISOLATIONS", "MEMORY_ACCOUNTING", "SWEEP_SECONDS", "ContainmentError", "Jail", "Sandbox",
            "SandboxError", "closed_paths", "closed_to_others", "enclosing_cpus", "ensure_user", "memory_left_mib", "open_lock",
-           "prepare", "probe_bwrap", "protected", "question_cpus", "resident_bytes", "user_processes",
-           "user_tasks"]
+           "prepare", "probe_bwrap", "protected", "question_cpus", "resident_bytes", "user_processes"]

@@ -9,6 +9,7 @@ non-dumpable and a subreaper. Relies on: the probes of namespaces.py and cgroup.
 from __future__ import annotations
 
 import os
+import resource
 import secrets
 import sys
 import threading
@@ -22,6 +23,7 @@ from grader.sandbox.closing import closed_paths, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import Bwrap, bwrap_base, interpreter_paths, probe_bwrap
+from grader.sandbox.procfs import user_tasks
 from grader.sandbox.scratch import mount_refused, unmount_stale
 from grader.sandbox.users import DEFAULT_USER, KILLER_USER, ensure_user, kill_user, state_file, take_lock
 from grader.threads import usable_cores
@@ -29,6 +31,7 @@ from grader.time_limit import describe as describe_time_limit
 
 ISOLATIONS = ("auto", "namespace", "user", "process")
 MEMORY_ACCOUNTING = ("auto", "cgroup", "processes")
+MAX_PROCESSES = 512  # processes and threads the student's code may have at once
 MIN_CPUS = 0.1  # the least CPU time a run beside others may be left
 PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER = 4, 36
 
@@ -97,6 +100,21 @@ class Sandbox:
         self._shared, self._shared_complete = found, complete
         self._shared_done.set()
 
+    def process_cap(self) -> int | None:
+        """RLIMIT_NPROC for the child. The kernel counts it per user, and (from Linux 5.14) per user namespace:
+        the student user's processes, or the namespace's, start from none, so MAX_PROCESSES holds as it is.
+        Where the child's processes are the grader's own user's, in the kernel's count (the process layer, or
+        namespaces without root before 5.14), its other processes count too: the cap is MAX_PROCESSES more
+        than that user has now. Never above the hard limit the child inherits (it could not set it). None as
+        root, which the kernel does not hold to it."""
+        if os.geteuid() == 0 and not self.drops_user:
+            return None
+        cap = MAX_PROCESSES
+        if not self.drops_user and not (self.bwrap and _kernel() >= (5, 14)):
+            cap += user_tasks(os.getuid())
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        return cap if hard == resource.RLIM_INFINITY else min(cap, hard)
+
     def sweep(self, folders: list[Path], seconds: float) -> Swept:
         """Remove what the student user left at the top of `folders`, within `seconds` (user layer only;
         nothing of the student runs now, so nothing can race the removal). One that does not finish leaves a
@@ -107,6 +125,14 @@ class Sandbox:
         if not swept.complete and self._unswept is not None:
             self._unswept.touch(mode=0o600)
         return swept
+
+
+def _kernel() -> tuple[int, int]:
+    try:
+        major, minor = os.uname().release.split(".")[:2]
+        return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+    except ValueError:
+        return 0, 0
 
 
 def question_cpus(cpu_share: int) -> float:
