@@ -4,7 +4,9 @@ A check is a `unittest.TestCase` method in `test_*.py` inside the folder named b
 decorated as instructors know from gradescope-utils (`@weight`, `@partial_credit`, `@visibility`,
 `@number`, `@leaderboard`). Checks run in the grader's process, after the predictions, and must never
 import student code: they read `context["submission"]` (the folder, as files) and `context["metrics"]`
-(extra_data.metrics). Their maximum score comes from the decorators, not from which checks ran.
+(a split question's public part alone: what students may see now) or, for a check whose test is hidden
+until the private part is shown, `context["metrics_with_private"]` (extra_data.metrics, whole). Their
+maximum score comes from the decorators, not from which checks ran.
 """
 from __future__ import annotations
 
@@ -45,10 +47,12 @@ def _printable(entry: dict) -> dict:
     return {k: printable(v) if isinstance(v, str) else v for k, v in entry.items()}
 
 
-def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict) -> tuple[list[dict], list[dict]]:
+def run_checks(suite: unittest.TestSuite, submission: Path, metrics: dict, with_private: dict) -> tuple[list[dict], list[dict]]:
     """Run the checks with gradescope-utils' runner: (tests, leaderboard entries). A check that did not run
-    still appears, at 0 points; `@leaderboard` checks give leaderboard entries, not tests."""
-    context.update(submission=submission, metrics=metrics)
+    still appears, at 0 points; `@leaderboard` checks give leaderboard entries, not tests. `metrics` are what
+    students may see now (a split question's public part); `with_private` the whole, for checks whose tests
+    are hidden until the private part is shown."""
+    context.update(submission=submission, metrics=metrics, metrics_with_private=with_private)
     planned = _flatten(suite)  # before running: a suite drops its tests as it runs them
     stream = io.StringIO()
     JSONTestRunner(stream=stream, visibility="visible").run(suite)

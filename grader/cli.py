@@ -181,10 +181,17 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
         if sandbox.breach:
             notes.append(f"Grading stopped: {sandbox.breach}")
         metrics = {k: r.reported_metrics for k, r in results.items()}
-        extra, board = run_checks(suite, submission, metrics) if suite is not None else ([], [])
+        extra, board = run_checks(suite, submission, shown_now(config, metrics), metrics) if suite is not None else ([], [])
     report = build_results(config, results, scores, extra, time.monotonic() - started, notes, board)
     summary = "\n".join([terminal_summary(config, results, scores, extra), *notes])
     return Graded(report, summary, staff_problem, results, classes)
+
+
+def shown_now(config: GraderConfig, metrics: dict) -> dict:
+    """The metrics as students see them before the due date: a split question's public part alone (its
+    private part and the whole set's numbers would leak through any check or leaderboard column built on them)."""
+    return {k: m["public"] if config.questions[k].split and isinstance(m, dict) and "public" in m else m
+            for k, m in metrics.items()}
 
 
 def submission_limit(config: GraderConfig, metadata: Path | None) -> tuple[LimitCheck | None, list[str]]:

@@ -161,3 +161,38 @@ def test_the_class_report_shows_the_metrics_each_score_came_from(tmp_path: Path)
     private = report["extra_data"]["metrics"]["q1"]["private"]
     assert row["q1_accuracy"] == f"{private['accuracy']:.4f}" and row["q1_score"] == f"{report['tests'][1]['score']:g}"
     assert row["q1_accuracy_low"] == f"{private['interval']['accuracy'][0]:.4f}"
+
+
+def test_instructor_checks_and_their_columns_see_what_students_see_now(tmp_path: Path) -> None:
+    """A check of a split question gets its public part as context["metrics"] (the whole set's numbers
+    would leak the private part through its test or leaderboard column, #27), and the whole, labelled, as
+    context["metrics_with_private"]."""
+    import textwrap
+
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "test_parts.py").write_text(textwrap.dedent('''
+        import unittest
+        from gradescope_utils.autograder_utils.decorators import leaderboard, weight
+        from grader.checks import context
+
+        class Parts(unittest.TestCase):
+            @weight(0)
+            def test_counts(self):
+                """counts"""
+                print("now", context["metrics"]["q1"]["n"], "whole", context["metrics_with_private"]["q1"]["n"])
+
+            @leaderboard("Q1 accuracy by a check")
+            def test_column(self, set_leaderboard_value=None):
+                set_leaderboard_value(context["metrics"]["q1"]["accuracy"])
+    '''))
+    config = config_with(tmp_path, "q1", **SPLIT, **{'checks = ""': f'checks = "{checks}"'})
+    data = make_reference(tmp_path / "data", n_q1=200)
+    submission = write_submission(tmp_path / "submission", NOISY_Q1.format(p=0.3))
+    rc, report = grade(submission, data, tmp_path / "results.json", "--config", str(config), "--isolation", "process")
+    assert rc == 0
+    public = report["extra_data"]["metrics"]["q1"]["public"]
+    counts = next(t for t in report["tests"] if t["name"] == "counts")
+    assert f"now {public['n']} whole 200" in counts["output"] and public["n"] < 200
+    column = next(e for e in report["leaderboard"] if e["name"] == "Q1 accuracy by a check")
+    assert column["value"] == pytest.approx(public["accuracy"])
