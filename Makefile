@@ -25,8 +25,10 @@ DOCKER_LIMITS ?= --cpus 0.5 --memory 768m --network none
 GPU ?=
 NOBUILD ?=
 DOCKER_RESULTS ?= results/docker
-# The secret reference data the autograder zip grades on (a folder outside the repository), and its config.
+# The secret reference data the autograder zip grades on (a folder outside the repository), and its config;
+# ALLOW_PUBLIC=1 zips held-out data that is mostly a public set anyway (refused otherwise).
 REFERENCE ?=
+ALLOW_PUBLIC ?=
 CONFIG ?= grader/config.toml
 SUBMISSION_ZIP ?= submission.zip
 AUTOGRADER_ZIP ?= autograder.zip
@@ -67,7 +69,8 @@ submission-zip: $(STAMP)
 
 # The zip instructors upload to Gradescope, from the working tree, grading on $(REFERENCE).
 autograder: $(STAMP)
-	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out $(AUTOGRADER_ZIP)
+	$(PY) -m grader.package autograder --reference "$(REFERENCE)" --config $(CONFIG) --out $(AUTOGRADER_ZIP) \
+		$(if $(ALLOW_PUBLIC),--allow-public)
 
 # CA_BUNDLE replaces build-ca/extra.crt; without it build-ca/ stays as it is (so the cached install stands).
 # BASE and TORCH_INDEX not given: the ones $(IMAGE) was built with (kept in its labels), else the defaults,

@@ -1,10 +1,12 @@
 """Build the `reference_data/` layout from the course's source formats.
 
-    python -m grader.build_reference --fashion-mnist DIR --seg-split DIR/val --out reference_data
+    python -m grader.build_reference --q1-images X.npy --q1-labels Y.npy --seg-split DIR --out SECRET
 
-Q1 comes from the official Fashion-MNIST IDX files (the t10k split by default), Q2 from the assignment's
-folder layout (`N.jpg` + `N.png`). Instructors point it at their own secret data; images and labels are
-written to separate files so that labels can be locked away from student code.
+Q1 comes from the instructor's own arrays (an (N, 28, 28) uint8 .npy of images, the course's format for its
+secret test, and an (N,) .npy of integer labels), or from the official Fashion-MNIST IDX files
+(--fashion-mnist: public labels, for self-grading only); Q2 from a folder of `N.jpg` images and `N.png`
+labels, the instructor's own. Images and labels are written to separate files so that labels can be locked
+away from student code. A held-out set taken from a public one is said so (grader/public_data.py).
 
 The folder is built beside --out and renamed into place only once it loads as the grader loads it: an
 existing folder is never merged into (old images would be graded with the new), and is replaced only
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from grader.public_data import public_share
 from grader.reference import (FASHION_MNIST_CLASSES, ReferenceDataError, load_reference, read_class_list,
                               read_fashion_mnist, seg_stems)
 
@@ -30,6 +33,23 @@ def build_q1(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], o
     np.save(out / "images.npy", np.ascontiguousarray(images, dtype=np.uint8))
     np.save(out / "labels.npy", np.ascontiguousarray(labels, dtype=np.int64))
     (out / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+
+
+def read_arrays(images_path: Path, labels_path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The instructor's Q1 arrays, checked: images (N, 28, 28) uint8, labels (N,) integers naming a class."""
+    try:
+        images, labels = (np.load(p, allow_pickle=False) for p in (images_path, labels_path))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"not a plain .npy array: {exc}") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) == 0:
+        raise ValueError(f"{images_path}: expected uint8 images of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{labels_path}: expected {len(images)} integer labels, one per image, got {labels.dtype} "
+                         f"{labels.shape}")
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(f"{labels_path}: labels must name one of the {len(classes)} classes (0..{len(classes) - 1}), "
+                         f"found {labels.min()}..{labels.max()}")
+    return images, labels
 
 
 def build_q2(split_dir: Path, classes: list[str], out: Path) -> int:
@@ -100,7 +120,10 @@ def write_kit(reference: Path, kit: Path) -> list[str]:
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--fashion-mnist", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or not)")
+    p.add_argument("--q1-images", type=Path, help="Q1's held-out images: an (N, 28, 28) uint8 .npy of your own")
+    p.add_argument("--q1-labels", type=Path, help="Q1's labels: an (N,) .npy of integers, in the order of the classes")
+    p.add_argument("--fashion-mnist", type=Path, help="folder with the Fashion-MNIST IDX files (.gz or not): public "
+                                                        "labels, for self-grading")
     p.add_argument("--q1-split", choices=("train", "test"), default="test", help="IDX split for Q1 (default: test)")
     p.add_argument("--seg-split", type=Path, help="folder of N.jpg + N.png (e.g. mp4-seg/val) for Q2")
     p.add_argument("--seg-classes", type=Path, help="classes.txt for Q2 (default: beside --seg-split)")
@@ -114,6 +137,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace, out: Path) -> dict[str, str]:
     """Write the reference layout into the new folder `out`, check it loads, and say what each question holds."""
     built = {}
+    if (args.q1_images is None) != (args.q1_labels is None):
+        raise ValueError("give --q1-images and --q1-labels together")
+    if args.q1_images is not None and args.fashion_mnist is not None:
+        raise ValueError("give Q1 either as your arrays (--q1-images) or as Fashion-MNIST (--fashion-mnist), not both")
+    if args.q1_images is not None:
+        images, labels = read_arrays(args.q1_images, args.q1_labels, FASHION_MNIST_CLASSES)
+        build_q1(images, labels, FASHION_MNIST_CLASSES, out / "q1")
+        built["q1"] = f"{len(images)} images from {args.q1_images}"
     if args.fashion_mnist is not None:
         images, labels = read_fashion_mnist(args.fashion_mnist, args.q1_split)
         build_q1(images, labels, FASHION_MNIST_CLASSES, out / "q1")
@@ -123,7 +154,8 @@ def _build(args: argparse.Namespace, out: Path) -> dict[str, str]:
         n = build_q2(args.seg_split, classes, out / "q2")
         built["q2"] = f"{n} images from {args.seg_split}"
     for question in built:
-        load_reference(out, question)
+        if (share := public_share(load_reference(out, question))).too_public:
+            built[question] += f" (warning: {share}: a self-grade set, not a secret one)"
     return built
 
 
@@ -142,10 +174,10 @@ def _kit(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.fashion_mnist is None and args.seg_split is None:
+    if args.fashion_mnist is None and args.seg_split is None and args.q1_images is None:
         if args.kit is not None:
             return _kit(args)
-        print("nothing to build: give --fashion-mnist and/or --seg-split", file=sys.stderr)
+        print("nothing to build: give --q1-images and --q1-labels (or --fashion-mnist) and/or --seg-split", file=sys.stderr)
         return 2
     if args.kit is not None and args.kit.exists():
         print(f"build_reference: {args.kit} exists; the kit goes into a new folder", file=sys.stderr)

@@ -127,11 +127,12 @@ class Graded:
     classes: dict[str, list[str]]
 
 
-def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox,
-                     problem: str | None, keep_predictions: bool) -> tuple[dict, dict, dict, bool]:
+def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, problem: str | None,
+                     keep_predictions: bool, notes: list[str]) -> tuple[dict, dict, dict, bool]:
     """(results, scores, classes, staff_problem) of every configured question, in order. After a breach
-    of the isolation the remaining questions are not run."""
+    of the isolation the remaining questions are not run. A held-out set that is mostly public adds a note."""
     from grader.evaluation import QuestionResult, evaluate
+    from grader.public_data import public_share
     from grader.reference import ReferenceDataError, load_reference
 
     results, scores, classes, staff_problem = {}, {}, {}, False
@@ -149,6 +150,8 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
                                               error=f"grader problem, not yours: reference data unusable ({exc})")
             else:
                 classes[key] = ref.classes
+                if (share := public_share(ref)).too_public:
+                    notes.append(f"Note: {share}: this is a self-grade on public labels, not the course's grade.")
                 private = private_mask(len(ref), cfg.private_fraction, config.split_seed, key) if cfg.split else None
                 results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions, private)
                 if cfg.split and results[key].error is None:
@@ -177,7 +180,7 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     with _removed(staging):
         with protected(sandbox):
             results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem,
-                                                                       keep_predictions)
+                                                                       keep_predictions, notes)
         if sandbox.breach:
             notes.append(f"Grading stopped: {sandbox.breach}")
         metrics = {k: r.reported_metrics for k, r in results.items()}

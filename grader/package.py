@@ -24,6 +24,7 @@ from pathlib import Path
 from grader.atomic import written_atomically
 from grader.config import DEFAULT_CONFIG, ConfigError, GraderConfig, load_config, non_default_settings, tomllib
 from grader.prediction_file import check_file
+from grader.public_data import public_share
 from grader.reference import ReferenceDataError, load_reference
 from grader.runner import StudentError
 from grader.split import public_seed
@@ -137,9 +138,10 @@ def _tracked_changes() -> list[str]:
     return out.stdout.splitlines() if out.returncode == 0 else []
 
 
-def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFIG) -> list[str]:
+def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFIG, allow_public: bool = False) -> list[str]:
     """Zip the autograder from the working tree, with `config_path` as its grader/config.toml, grading on
-    `reference`; returns what went in."""
+    `reference`; returns what went in. Held-out images that are mostly a public set (their labels in every
+    student's hands) are refused unless `allow_public`, which the summary then shouts."""
     config = load_config(config_path)  # refuses time limits past [grader].time_budget, among others
     members: list[tuple[Path, str]] = [(config_path, "grader/config.toml")]
     if config.checks is not None:
@@ -154,12 +156,20 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
         raise PackageError(warning)
     if not reference.is_dir():
         raise PackageError(f"--reference {reference}: no such folder")
-    counts = []
+    counts, public = [], []
     for key in config.questions:
         try:
-            counts.append(f"{key}: {len(load_reference(reference, key))} images")
+            ref = load_reference(reference, key)
         except ReferenceDataError as exc:
             raise PackageError(f"--reference {reference}: {exc}") from None
+        counts.append(f"{key}: {len(ref)} images")
+        if (share := public_share(ref)).too_public:
+            public.append(share)
+    if public and not allow_public:
+        raise PackageError(f"--reference {reference}: {'; '.join(map(str, public))}: a submission could ship a table of "
+                           "them and score without a model. Build the held-out set from your own data (python -m "
+                           "grader.build_reference --q1-images/--q1-labels, --seg-split), or pass --allow-public "
+                           "(make autograder ALLOW_PUBLIC=1) to grade on it anyway")
     for name in AUTOGRADER_FILES:
         path = ROOT / name
         members += [(path / f, f"{name}/{f.as_posix()}") for f in _files(path)
@@ -174,6 +184,7 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
     lines.append(f"  time limits {sum(q.time_limit for q in config.questions.values()):g} s of the "
                  f"{config.time_budget:g} s time budget (set Gradescope's autograder timeout to match)")
     lines.append(f"  reference data from {reference}: {', '.join(counts)}")
+    lines += [f"  WARNING: PUBLIC HELD-OUT DATA (--allow-public): {str(s).upper()}" for s in public]
     lines.append(f"  checks: {config.checks.relative_to(ROOT) if config.checks else 'none'}")
     changed = non_default_settings(config)
     lines.append("  settings not at their defaults: " + ("; ".join(changed) if changed else "none"))
@@ -202,6 +213,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the secret reference data (build it with python -m grader.build_reference)")
     a.add_argument("--out", type=Path, default=Path("autograder.zip"))
     a.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="goes in as grader/config.toml")
+    a.add_argument("--allow-public", action="store_true",
+                   help="zip held-out data that is mostly a public set (its labels public): the summary says so")
     return p
 
 
@@ -215,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                                "(a folder outside the repository, built by python -m grader.build_reference); "
                                "REFERENCE=reference_data takes the public data students have")
         else:
-            lines = autograder_zip(Path(args.reference), args.out, args.config)
+            lines = autograder_zip(Path(args.reference), args.out, args.config, args.allow_public)
     except (PackageError, ConfigError, ReferenceDataError) as exc:
         print(f"not zipped: {exc}", file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ def test_make_submission_zip_and_make_autograder(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert "predict.py" in zipfile.ZipFile(tmp_path / "s.zip").namelist()
     assert make("autograder", f"AUTOGRADER_ZIP={tmp_path / 'a.zip'}").returncode != 0  # no REFERENCE=
-    secret = make_reference(tmp_path / "secret", n_q1=10, n_q2=2)
+    secret = make_reference(tmp_path / "secret", n_q1=10, n_q2=2, own=True)
     ran = make("autograder", f"REFERENCE={secret}", f"AUTOGRADER_ZIP={tmp_path / 'a.zip'}")
     assert ran.returncode == 0 and "q1: 10 images, q2: 2 images" in ran.stdout, ran.stderr[-2000:]
 

@@ -91,7 +91,7 @@ def test_refusals_before_any_code_runs(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_the_autograder_zip_has_gradescopes_layout_and_the_instructors_data(tmp_path: Path,
                                                                             capsys: pytest.CaptureFixture) -> None:
-    secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3)
+    secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3, own=True)
     config = config_with(tmp_path, **{"accuracy = 0.90": "accuracy = 0.85",  # edits not committed
                                       "daily_submission_limit = 0": "daily_submission_limit = 3",
                                       "show_output = true": "show_output = false"})
@@ -133,7 +133,8 @@ def test_a_checks_folder_inside_the_repository_goes_into_the_zip(tmp_path: Path,
     with tempfile.NamedTemporaryFile("w", dir=REPO / "grader", prefix=".test-", suffix=".toml") as f:
         f.write(text)
         f.flush()
-        assert zipped("autograder", "--reference", REFERENCE, "--config", f.name, "--out", tmp_path / "a.zip") == 0
+        assert zipped("autograder", "--reference", REFERENCE, "--config", f.name, "--out", tmp_path / "a.zip",
+                      "--allow-public") == 0
     assert "checks: examples/checks" in capsys.readouterr().out
     listed = names(tmp_path / "a.zip")
     assert "examples/checks/test_submission_checks.py" in listed
@@ -147,5 +148,20 @@ def test_a_split_with_the_public_seed_is_not_zipped(tmp_path: Path, capsys: pyte
     assert "the split's seed is the public default" in capsys.readouterr().err and not out.exists()
     secret = tmp_path / "secret.toml"
     secret.write_text(split.read_text().replace('split_seed = "mp-grader"', 'split_seed = "a secret of the course"'))
-    assert zipped("autograder", "--reference", REFERENCE, "--config", secret, "--out", out) == 0
+    assert zipped("autograder", "--reference", REFERENCE, "--config", secret, "--out", out, "--allow-public") == 0
     assert out.exists()
+
+
+def test_a_public_held_out_set_is_refused_unless_allowed_and_then_shouted(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The committed reference data is Fashion-MNIST's t10k and the assignment's val set: a submission could
+    ship their labels and score without a model (#27). Zipping it needs --allow-public, and the summary
+    says so in capitals."""
+    out = tmp_path / "a.zip"
+    assert zipped("autograder", "--reference", REFERENCE, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "Q1: 100 % of its 10000 held-out images are Fashion-MNIST t10k images" in err
+    assert "Q2: 100 % of its 100 held-out images are assignment segmentation val images" in err
+    assert "--allow-public" in err and not out.exists()
+    assert zipped("autograder", "--reference", REFERENCE, "--out", out, "--allow-public") == 0
+    assert "WARNING: PUBLIC HELD-OUT DATA (--allow-public): Q1: 100 % OF ITS 10000" in capsys.readouterr().out

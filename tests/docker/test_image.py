@@ -177,7 +177,7 @@ def test_the_autograder_zip_works_as_gradescope_unpacks_it(image: str, tmp_path:
     copy run_autograder to /autograder/. On the built image, so the install is already done (setup.sh
     must then finish quickly: it is run again, as Gradescope would run it on a fresh base)."""
 
-    secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3)
+    secret = make_reference(tmp_path / "secret", n_q1=30, n_q2=3, own=True)
     context = tmp_path / "context"
     context.mkdir()
     assert package(["autograder", "--reference", str(secret), "--out", str(context / "autograder.zip")]) == 0
