@@ -58,7 +58,8 @@ def test_a_checkout_other_users_cannot_enter_grades(tmp_path: Path) -> None:
         shutil.copytree(REPO / name, clone / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "Makefile", clone / "Makefile")
     chosen = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(clone), "--eval",  # as run from any make
-                             "print-venv: ; @echo $(VENV)", "print-venv"], capture_output=True, text=True, check=True).stdout.strip()
+                             "print-venv: ; @echo $(VENV)", "print-venv"], capture_output=True, text=True,
+                            check=True).stdout.strip()
     assert chosen.startswith("/var/cache/mp-grader/venv-"), chosen
     # Graded with this checkout's interpreter (reachable, its packages installed) in the closed clone's place.
     venv = Path(os.path.realpath(REPO / ".venv")) if (REPO / ".venv").is_dir() else None
