@@ -145,7 +145,7 @@ def _killed_at_memory_limit(function: str, limits: Limits) -> StudentError:
 
 
 def _start_child(question: str, submission: Path, images: np.ndarray, batch_size: int, device: str,
-                 jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
+                 sandbox: Sandbox, jail: Jail, deadline: float) -> tuple[subprocess.Popen, int]:
     """Lay out the scratch folder (child script and images, root's; a copy of the submission made by the
     student user) and start the child in the jail."""
     shutil.copy(CHILD, jail.scratch / "child.py")
@@ -155,11 +155,10 @@ def _start_child(question: str, submission: Path, images: np.ndarray, batch_size
     copy_upload(submission, jail.submission, jail.run_as_student, max(deadline - time.monotonic(), 0.1))
     read_fd, write_fd = os.pipe()
     env = {k: os.environ[k] for k in ENV_PASSTHROUGH if k in os.environ}
-    caps = [c for c in (enclosing_cpus(), jail.sandbox.cpus) if c is not None]  # the container's, the batch's
+    caps = [c for c in (enclosing_cpus(), sandbox.cpus) if c is not None]  # the container's, the batch's
     threads, thread_env = thread_settings(os.environ, min(caps, default=None), usable_cores())
     env.update(thread_env)
     env.update(jail.env())
-    sandbox = jail.sandbox
     options = {"question": question, "images": str(jail.scratch / "images.npy"), "batch_size": batch_size,
                "device": device, "fd": write_fd, "file_size_limit": FILE_SIZE_LIMIT,
                "max_processes": sandbox.process_cap(),
@@ -204,7 +203,8 @@ def run_predictions(
         raise GraderError(str(exc)) from None
     try:
         try:
-            proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, jail, deadline)
+            proc, read_fd = _start_child(question, submission, images, limits.batch_size, device, sandbox, jail,
+                                         deadline)
             assert proc.stdout is not None
         except UploadError as exc:
             raise StudentError("upload", f"Your submission could not be copied for grading: {exc}") from None

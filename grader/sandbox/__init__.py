@@ -20,12 +20,12 @@ Whatever the layers, a student process that survives its question stops the run 
 nothing is restored, no later question starts, and results.json says why.
 
 One module per concern, each stating in its docstring the guarantee it keeps and what it relies on:
-- layers.py: choosing the layers; the run's Sandbox
+- layers.py: choosing the layers; the run's Sandbox, and what it closes while grading (protected)
 - namespaces.py: bubblewrap's arguments, and the probe that it works here
 - users.py: the student and killer users, killing every process of one, one run per user (the lock)
 - launch.py, killer.py: small programs run by path (join the cgroup and drop privileges; kill)
 - closing.py: what student code must never read, closed while it may run (the grader's own folder: at install time)
-- jail.py: one question's processes, their memory and their end
+- jail.py: one question's processes, their memory and their end; run.py: what it is handed by the run
 - procfs.py: which processes are the student's, and whether they are gone
 - memory.py, cgroup.py: memory counted the processes' way, and the kernel's
 - scratch.py: the scratch folder on a tmpfs of its own size, where root may mount one
@@ -34,10 +34,10 @@ One module per concern, each stating in its docstring the guarantee it keeps and
 """
 from grader.sandbox.cgroup import enclosing_cpus, memory_left_mib
 from grader.sandbox.cleanup import SWEEP_SECONDS
-from grader.sandbox.closing import closed_paths, closed_to_others, protected
+from grader.sandbox.closing import closed_paths, closed_to_others
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
-from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare, question_cpus
+from grader.sandbox.layers import ISOLATIONS, MEMORY_ACCOUNTING, Sandbox, prepare, protected, question_cpus
 from grader.sandbox.memory import resident_bytes
 from grader.sandbox.namespaces import probe_bwrap
 from grader.sandbox.procfs import user_processes

@@ -17,13 +17,11 @@ import os
 import stat
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 from grader.sandbox.errors import SandboxError
 from grader.sandbox.procfs import describe, user_gone, user_processes
 
-if TYPE_CHECKING:
-    from grader.sandbox.layers import Sandbox
 
 REPOSITORY = Path(__file__).resolve().parents[2]  # the checkout (or /autograder/source) holding grader/
 
@@ -100,20 +98,3 @@ def closed_to_others(paths: list[Path], uids: list[int]) -> Iterator[list[str]]:
         if not kept:
             for path, mode in saved.items():
                 path.chmod(mode)
-
-
-@contextmanager
-def protected(sandbox: Sandbox) -> Iterator[None]:
-    """The protected files and folders closed to the student user while grading (user layer); a process of
-    the student still alive at the end is a breach, and they stay closed."""
-    if sandbox.uid is None:
-        yield
-        return
-    with closed_to_others(sandbox.protected, [sandbox.uid]) as kept:
-        try:
-            yield
-        finally:
-            if sandbox.breach:
-                kept.append(sandbox.breach)
-    if kept and sandbox.breach is None:
-        sandbox.breach = kept[0]

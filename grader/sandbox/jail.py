@@ -22,7 +22,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from grader.sandbox.cgroup import CpuacctCgroup, CpuCgroup, MemoryCgroup, QuestionCgroup, cgroup_parent, cpu_cap
 from grader.sandbox.cleanup import SWEEP_SECONDS, remove_sysv_ipc, remove_trees
@@ -30,11 +29,9 @@ from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_used, tmpfs_devices, used_bytes
 from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, process_stat, reap_orphans,
                                    session_processes, user_processes)
+from grader.sandbox.run import Run
 from grader.sandbox.scratch import SLACK, mount_tmpfs, unmount
 from grader.sandbox.users import KILL_SECONDS, launch_argv
-
-if TYPE_CHECKING:
-    from grader.sandbox.layers import Sandbox
 
 SCRATCH_SECONDS = 60.0  # a bound on removing the scratch folder where it is no tmpfs of its own
 
@@ -52,7 +49,7 @@ class Cleanup:
 class Jail:
     """One question's confinement: a root-owned scratch folder, the processes started in it, their memory."""
 
-    def __init__(self, sandbox: Sandbox, question: str, memory_limit: int, contents: int = 0):
+    def __init__(self, sandbox: Run, question: str, memory_limit: int, contents: int = 0):
         """`contents`: bytes the grader will put in the scratch folder (the images, the submission's copy)."""
         self.sandbox, self.memory_limit = sandbox, memory_limit
         self.cgroup = MemoryCgroup.create(memory_limit) if sandbox.cgroups else None

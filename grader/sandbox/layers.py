@@ -14,12 +14,14 @@ import secrets
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from grader.sandbox.cgroup import MemoryCgroup, cgroup_parent, cpu_time_counted, enclosing_cpus
 from grader.sandbox.cleanup import KNOWN_SHARED, SWEEP_SECONDS, WALK_SECONDS, Swept, sweep, walk_world_writable
-from grader.sandbox.closing import closed_paths, inaccessible_ancestor
+from grader.sandbox.closing import closed_paths, closed_to_others, inaccessible_ancestor
 from grader.sandbox.errors import ContainmentError, SandboxError
 from grader.sandbox.jail import Jail
 from grader.sandbox.namespaces import Bwrap, bwrap_base, interpreter_paths, probe_bwrap
@@ -133,6 +135,23 @@ def _kernel() -> tuple[int, int]:
         return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
     except ValueError:
         return 0, 0
+
+
+@contextmanager
+def protected(sandbox: Sandbox) -> Iterator[None]:
+    """The protected files and folders closed to the student user while grading (user layer); a process of
+    the student still alive at the end is a breach, and they stay closed."""
+    if sandbox.uid is None:
+        yield
+        return
+    with closed_to_others(sandbox.protected, [sandbox.uid]) as kept:
+        try:
+            yield
+        finally:
+            if sandbox.breach:
+                kept.append(sandbox.breach)
+    if kept and sandbox.breach is None:
+        sandbox.breach = kept[0]
 
 
 def question_cpus(cpu_share: int) -> float:
