@@ -24,7 +24,7 @@ from grader.inputs import protected_inputs
 from grader.report import ResultsFile, build_results, fallback_results, provenance, terminal_summary, withheld_columns
 from grader.sandbox import (DEFAULT_USER, ISOLATIONS, MEMORY_ACCOUNTING, SWEEP_SECONDS, Sandbox, SandboxError, memory_left_mib,
                             prepare, protected)
-from grader.scoring import score_question
+from grader.scoring import public_part_score, score_question
 from grader.split import private_mask, split_record
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
@@ -128,14 +128,15 @@ class Graded:
 
 
 def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, problem: str | None,
-                     keep_predictions: bool, notes: list[str]) -> tuple[dict, dict, dict, bool]:
-    """(results, scores, classes, staff_problem) of every configured question, in order. After a breach
-    of the isolation the remaining questions are not run. A held-out set that is mostly public adds a note."""
+                     keep_predictions: bool, notes: list[str]) -> tuple[dict, dict, dict, dict, bool]:
+    """(results, scores, public parts' scores, classes, staff_problem) of every configured question, in order:
+    every score any report shows, decided here once. After a breach of the isolation the remaining
+    questions are not run. A held-out set that is mostly public adds a note."""
     from grader.evaluation import QuestionResult, evaluate
     from grader.public_data import public_share
     from grader.reference import ReferenceDataError, load_reference
 
-    results, scores, classes, staff_problem = {}, {}, {}, False
+    results, scores, public, classes, staff_problem = {}, {}, {}, {}, False
     for key, cfg in config.questions.items():
         if problem:
             results[key] = QuestionResult(key, error=problem, error_kind="upload")
@@ -157,8 +158,11 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
                 if cfg.split and results[key].error is None:
                     results[key].metrics["split"] = split_record(cfg.private_fraction, config.split_seed)
         staff_problem |= results[key].staff_problem
-        scores[key] = score_question(cfg, results[key].metrics if results[key].error is None else None)
-    return results, scores, classes, staff_problem
+        graded = results[key].metrics if results[key].error is None else None
+        scores[key] = score_question(cfg, graded)
+        if cfg.split:
+            public[key] = public_part_score(cfg, graded)
+    return results, scores, public, classes, staff_problem
 
 
 def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, notes: list[str] | None = None,
@@ -179,13 +183,13 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     notes = [*found, *(notes or []), sandbox.note]
     with _removed(staging):
         with protected(sandbox):
-            results, scores, classes, staff_problem = _grade_questions(config, submission, data, sandbox, problem,
-                                                                       keep_predictions, notes)
+            results, scores, public, classes, staff_problem = _grade_questions(config, submission, data, sandbox,
+                                                                               problem, keep_predictions, notes)
         if sandbox.breach:
             notes.append(f"Grading stopped: {sandbox.breach}")
         metrics = {k: r.reported_metrics for k, r in results.items()}
         extra, board = run_checks(suite, submission, shown_now(config, metrics), metrics) if suite is not None else ([], [])
-    report = build_results(config, results, scores, extra, time.monotonic() - started, notes, board)
+    report = build_results(config, results, scores, public, extra, time.monotonic() - started, notes, board)
     summary = "\n".join([terminal_summary(config, results, scores, extra), *notes])
     return Graded(report, summary, staff_problem, results, classes)
 

@@ -1,7 +1,6 @@
 """Reports: Gradescope's results.json (written atomically) and the terminal summary, in the course's format."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from grader.atomic import PendingFile
 from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.feedback import metrics_text, shown_error, test_output, value_text
-from grader.scoring import Score, score_question, scored_metrics
+from grader.scoring import Score, scored_metrics
 from grader.split import public_seed
 from grader.text import student_tail
 from grader.visibility import VISIBLE, may_show, number, test_visibility, visible_score, withheld
@@ -21,16 +20,17 @@ LEADERBOARD = (("q1", "accuracy", "Q1 accuracy"), ("q2", "mAP", "Q2 mAP"), ("q2"
 
 
 def build_results(config: GraderConfig, results: dict[str, QuestionResult], scores: dict[str, Score],
-                  extra_tests: list[dict], execution_time: float, notes: Sequence[str] = (),
-                  extra_leaderboard: Sequence[dict] = ()) -> dict:
+                  public_scores: dict[str, Score], extra_tests: list[dict], execution_time: float,
+                  notes: Sequence[str] = (), extra_leaderboard: Sequence[dict] = ()) -> dict:
     """Gradescope's results.json; every configured question appears, graded or not. The instructor
-    checks' tests and leaderboard entries come after the built-in ones."""
+    checks' tests and leaderboard entries come after the built-in ones. Every score shown was decided
+    before (`scores`, and `public_scores` for split questions' public parts): this only formats them."""
     tests, metrics, markdown = [], {}, config.output_format == "md"
     for key, cfg in config.questions.items():
         result, score = results[key], scores[key]
         if cfg.split:
             tests.append({"name": f"{cfg.title} (public part)", "score": 0, "max_score": 0, "visibility": cfg.visibility,
-                          "output": test_output(cfg, result, public_score(cfg, result), "public", markdown),
+                          "output": test_output(cfg, result, public_scores[key], "public", markdown),
                           "output_format": config.output_format, "extra_data": {"part": "public", "question": key}})
         tests.append({"name": cfg.title, "score": score.points, "max_score": score.max_points,
                       "status": "passed" if score.full_credit else "failed", "visibility": scored_visibility(cfg),
@@ -73,11 +73,6 @@ def scored_visibility(cfg: QuestionConfig) -> str:
 def _public_metrics(result: QuestionResult) -> dict | None:
     """A split question's public part's metrics, None when the question could not be graded."""
     return result.metrics.get("public") if result.error is None else None
-
-
-def public_score(cfg: QuestionConfig, result: QuestionResult) -> Score:
-    """What a split question's public part alone would score (shown, never counted)."""
-    return score_question(dataclasses.replace(cfg, score_on="all"), _public_metrics(result))
 
 
 def _summary_line(cfg: QuestionConfig, result: QuestionResult, score: Score) -> str:

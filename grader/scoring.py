@@ -1,6 +1,7 @@
 """Scoring policy: metrics -> points, from the question's config alone (pure functions)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,6 +48,12 @@ def graced_line(threshold: float, n: int) -> float:
     if not 0 < threshold <= 1:
         return threshold
     return float(binomial_interval(round(threshold * n), n)[0])
+
+
+def public_part_score(cfg: QuestionConfig, metrics: dict | None) -> Score:
+    """What a split question's public part alone would score (shown to students now, never counted);
+    `metrics` as for score_question, None when the question could not be graded."""
+    return score_question(dataclasses.replace(cfg, score_on="all"), (metrics or {}).get("public"))
 
 
 def score_question(cfg: QuestionConfig, metrics: dict | None) -> Score:
