@@ -75,15 +75,19 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
     runner (so shapes, dtypes and finiteness are checked exactly as on Gradescope). Returns one line per
     question; raises PackageError on the first failure."""
     from grader.evaluation import evaluate
-    from grader.sandbox import prepare
+    from grader.sandbox import SandboxError, prepare
 
     lines = []
     try:  # checked and copied as the grader does: a copy the student user can read
         staging = stage_upload(folder, config.upload_limits)
     except UploadError as exc:
         raise PackageError(str(exc)) from None
-    sandbox = prepare("auto", "auto", [data.resolve()])
+    sandbox = None
     try:
+        try:
+            sandbox = prepare("auto", "auto", [data.resolve()])
+        except SandboxError as exc:  # another grade holding the student user, say: nothing ran, nothing is left
+            raise PackageError(f"the trial run could not start: {exc}") from None
         for key, cfg in config.questions.items():
             ref = load_reference(data, key)
             if cfg.mode == "predictions":
@@ -102,7 +106,8 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
             lines.append(f"predict_{key}: ran on {n} reference images on the CPU in {result.run.seconds:.1f} s; "
                          "shapes, types and values as the grader expects")
     finally:
-        sandbox.close()
+        if sandbox is not None:
+            sandbox.close()
         shutil.rmtree(staging, ignore_errors=True)
     return lines
 

@@ -165,3 +165,21 @@ def test_a_public_held_out_set_is_refused_unless_allowed_and_then_shouted(tmp_pa
     assert "--allow-public" in err and not out.exists()
     assert zipped("autograder", "--reference", REFERENCE, "--out", out, "--allow-public") == 0
     assert "WARNING: PUBLIC HELD-OUT DATA (--allow-public): Q1: 100 % OF ITS 10000" in capsys.readouterr().out
+
+
+def test_a_trial_run_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another grade holding the student user (a refusal of the sandbox's) was a traceback, and the staged copy
+    of the submission stayed in the temporary folder."""
+    import grader.sandbox
+    from grader.sandbox import SandboxError
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise SandboxError("another grading run is using the user 'grader-student'")
+
+    monkeypatch.setattr(grader.sandbox, "prepare", refused)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    folder = write_submission(tmp_path / "mine", "def predict_q1(images):\n    return images.flatten(1)[:, :10]\n")
+    assert zipped("submission", folder, "--out", tmp_path / "s.zip") == 2
+    assert "the trial run could not start: another grading run is using the user" in capsys.readouterr().err
+    assert not list(tmp_path.glob("grader-upload-*")) and not (tmp_path / "s.zip").exists()
