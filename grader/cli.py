@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             results_file.write(over_limit_results(check, config.over_limit_keeps, base, withheld_columns(config)))
             print(f"Submission limit reached: not graded; results written to {args.results}")
             return 0
-        if warning := provenance(config).get("warning"):
-            print(f"grader: warning: {warning}", file=sys.stderr)
+        if config.public_seed_warning:
+            print(f"grader: warning: {config.public_seed_warning}", file=sys.stderr)
         sandbox = prepare(args.isolation, args.memory_accounting,
                           protected_inputs(args.data, config, args.submission_metadata), args.student_user,
                           cpu_share=args.cpu_share)

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from grader.split import DEFAULT_SEED
+from grader.split import DEFAULT_SEED, PUBLIC_SEED
 from grader.upload import UploadLimits
 from grader.visibility import may_show
 
@@ -123,6 +123,12 @@ class GraderConfig:
     @property
     def max_score(self) -> float:
         return sum(q.points for q in self.questions.values())
+
+    @property
+    def public_seed_warning(self) -> str | None:
+        """For staff: a split graded with the public default seed (students can compute its private part)."""
+        split = any(q.split for q in self.questions.values())
+        return PUBLIC_SEED if split and self.split_seed == DEFAULT_SEED else None
 
     @property
     def upload_markers(self) -> list[str]:

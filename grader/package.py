@@ -27,7 +27,6 @@ from grader.prediction_file import check_file
 from grader.public_data import public_share
 from grader.reference import ReferenceDataError, load_reference
 from grader.runner import StudentError
-from grader.split import public_seed
 from grader.upload import UploadError, stage_upload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,8 +156,8 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
                                f"for it, and every student would get 0 for its checks: put it inside {ROOT} and "
                                "give its path relative to grader/")
         members += [(config.checks / f, (config.checks.relative_to(ROOT) / f).as_posix()) for f in _files(config.checks)]
-    if warning := public_seed(config.split_seed, any(q.split for q in config.questions.values())):
-        raise PackageError(warning)
+    if config.public_seed_warning:
+        raise PackageError(config.public_seed_warning)
     if not reference.is_dir():
         raise PackageError(f"--reference {reference}: no such folder")
     counts, public = [], []

@@ -12,7 +12,6 @@ from grader.config import GraderConfig, QuestionConfig
 from grader.evaluation import QuestionResult
 from grader.feedback import metrics_text, shown_error, test_output, value_text
 from grader.scoring import Score, scored_metrics
-from grader.split import public_seed
 from grader.text import student_tail
 from grader.visibility import VISIBLE, may_show, number, test_visibility, visible_score, withheld
 
@@ -95,7 +94,7 @@ def withheld_columns(config: GraderConfig) -> set[str]:
 def provenance(config: GraderConfig) -> dict:
     """What a regrade must match to give the same result: the grader's version and the config's hash; and,
     for staff, a split graded with the public default seed."""
-    warning = public_seed(config.split_seed, any(q.split for q in config.questions.values()))
+    warning = config.public_seed_warning
     return {"version": __version__, "config_sha256": config.sha256, **({"warning": warning} if warning else {})}
 
 

@@ -19,11 +19,6 @@ PUBLIC_SEED = (f"the split's seed is the public default ({DEFAULT_SEED!r}): with
                "python3 -c 'import secrets; print(secrets.token_hex(16))'")
 
 
-def public_seed(config_seed: str, split: bool) -> str | None:
-    """The warning for a split graded with the public default seed, else None."""
-    return PUBLIC_SEED if split and config_seed == DEFAULT_SEED else None
-
-
 def private_mask(n: int, fraction: float, seed: str, question: str) -> np.ndarray:
     """(n,) bool: True for the images of the private part."""
     line = int(fraction * 2**64)

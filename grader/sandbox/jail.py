@@ -30,7 +30,7 @@ from grader.sandbox.memory import descriptor_bytes, memory_bytes, shared_tmpfs_u
 from grader.sandbox.procfs import (EXIT_SECONDS, describe, doomed, namespace_processes, process_stat, reap_orphans,
                                    session_processes, user_processes)
 from grader.sandbox.run import Run
-from grader.sandbox.scratch import SLACK, mount_tmpfs, unmount
+from grader.sandbox.scratch import SLACK, lay_out, mount_tmpfs, unmount
 from grader.sandbox.users import KILL_SECONDS, launch_argv
 
 SCRATCH_SECONDS = 60.0  # a bound on removing the scratch folder where it is no tmpfs of its own
@@ -83,12 +83,7 @@ class Jail:
             for group in self.groups:
                 group.remove()
             raise
-        os.chmod(self.scratch, 0o755)
-        self.submission, self.home = self.scratch / "submission", self.scratch / "home"
-        for folder in (self.submission, self.home):
-            folder.mkdir(mode=0o700)
-            if sandbox.uid is not None and sandbox.gid is not None:
-                os.chown(folder, sandbox.uid, sandbox.gid)
+        self.submission, self.home = lay_out(self.scratch, sandbox.uid, sandbox.gid)
         self.proc: subprocess.Popen | None = None
         self.init_pid: int | None = None  # the namespace's init, as the grader sees it
         self._init_fd: int | None = None  # a pidfd of it

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from grader.sandbox.closing import closed_paths
 from grader.sandbox.errors import SandboxError
+from grader.sandbox.scratch import lay_out
 from grader.sandbox.users import launch_argv
 from grader.text import printable
 
@@ -142,12 +143,7 @@ def probe_bwrap(uid: int | None, gid: int | None, protected: Sequence[Path] = ()
     except OSError as exc:
         return f"no scratch folder could be made for the probe: {exc}"
     try:
-        os.chmod(scratch, 0o755)
-        writable = [scratch / "submission", scratch / "home"]
-        for folder in writable:
-            folder.mkdir(mode=0o700)
-            if uid is not None and gid is not None:
-                os.chown(folder, uid, gid)
+        writable = lay_out(scratch, uid, gid)
         program = base.argv(2**26, scratch, writable) + [sys.executable, "-I", "-c", _SEES, *needed]
         if uid is not None:
             program = launch_argv({"uid": uid, "gid": gid}, program)

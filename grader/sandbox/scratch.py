@@ -37,6 +37,18 @@ def unmount(folder: Path) -> bool:
     return _libc().umount2(str(folder).encode(), MNT_DETACH) == 0
 
 
+def lay_out(scratch: Path, uid: int | None, gid: int | None) -> list[Path]:
+    """The scratch folder as a question's child sees it, the same for the jail and the probe: open to read,
+    with its copy of the submission and its home, the student user's (when there is one); returns those two."""
+    os.chmod(scratch, 0o755)
+    writable = [scratch / "submission", scratch / "home"]
+    for folder in writable:
+        folder.mkdir(mode=0o700)
+        if uid is not None and gid is not None:
+            os.chown(folder, uid, gid)
+    return writable
+
+
 def unmount_stale(uid: int) -> list[str]:
     """Unmount and remove the scratch folders an earlier run of the student user `uid` left mounted (a grader
     killed mid-question cannot unmount its own): those whose copy of the submission `uid` owns. Only one run
