@@ -132,6 +132,7 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
     """(results, scores, public parts' scores, classes, staff_problem) of every configured question, in order:
     every score any report shows, decided here once. After a breach of the isolation the remaining
     questions are not run. A held-out set that is mostly public adds a note."""
+    from grader import memorization
     from grader.evaluation import QuestionResult, evaluate
     from grader.public_data import public_share
     from grader.reference import ReferenceDataError, load_reference
@@ -154,7 +155,11 @@ def _grade_questions(config: GraderConfig, submission: Path, data: Path, sandbox
                 if (share := public_share(ref)).too_public:
                     notes.append(f"Note: {share}: this is a self-grade on public labels, not the course's grade.")
                 private = private_mask(len(ref), cfg.private_fraction, config.split_seed, key) if cfg.split else None
-                results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions, private)
+                probe = memorization.build(key, ref.images, ref.labels, len(ref.classes), cfg.memorization_copies,
+                                           config.split_seed) if cfg.memorization else None
+                results[key] = evaluate(ref, submission, cfg, config.device, sandbox, keep_predictions, private, probe)
+                if (measured := results[key].memorization) is not None:
+                    results[key].memorization = memorization.verdict(measured, cfg.memorization_line)
                 if cfg.split and results[key].error is None:
                     results[key].metrics["split"] = split_record(cfg.private_fraction, config.split_seed)
         staff_problem |= results[key].staff_problem

@@ -87,6 +87,14 @@ class QuestionConfig:
                                                            "bound": Bound(float, 0, high=0.95)})
     private_visibility: str = field(default="after_due_date", metadata={"doc": "when the private part's score is shown"})
     score_on: str = field(default="private", metadata={"doc": "what the thresholds apply to when split: private or all"})
+    memorization_copies: float = field(default=0.0, metadata={
+        "doc": "share of the images also graded as a copy with a few grey levels of noise, mixed in at secret "
+               "positions and scored apart for staff: a lookup of public labels falls on the copies, a model does "
+               "not (0: off)",
+        "bound": Bound(float, 0, high=0.5)})
+    memorization_line: float = field(default=0.03, metadata={
+        "doc": "a drop of the metric from the originals to their copies above this is flagged for staff",
+        "bound": Bound(float, 0, inclusive=False, high=1)})
     grace: str = field(default="none", metadata={"doc": "none, or interval: each full-credit line is lowered to the "
                                                          "lower end of its own 95 % interval at the number of images "
                                                          "graded (the same for every submission)"})
@@ -94,6 +102,10 @@ class QuestionConfig:
     @property
     def split(self) -> bool:
         return self.private_fraction > 0
+
+    @property
+    def memorization(self) -> bool:
+        return self.memorization_copies > 0
 
 
 @dataclass(frozen=True)
@@ -126,9 +138,10 @@ class GraderConfig:
 
     @property
     def public_seed_warning(self) -> str | None:
-        """For staff: a split graded with the public default seed (students can compute its private part)."""
-        split = any(q.split for q in self.questions.values())
-        return PUBLIC_SEED if split and self.split_seed == DEFAULT_SEED else None
+        """For staff: a split or a memorization probe seeded with the public default (students can compute
+        the private part, or the probe's copies)."""
+        secret = any(q.split or q.memorization for q in self.questions.values())
+        return PUBLIC_SEED if secret and self.split_seed == DEFAULT_SEED else None
 
     @property
     def upload_markers(self) -> list[str]:
@@ -206,6 +219,10 @@ def _question(path: Path, key: str, table: dict) -> QuestionConfig:
         if not 0 < threshold <= 1:
             raise ConfigError(f"{where('thresholds')}.{metric}: expected a fraction in (0, 1], got {threshold!r}")
     values["thresholds"] = MappingProxyType({m: float(t) for m, t in thresholds.items()})
+    if values.get("memorization_copies", 0) > 0 and values.get("mode", "code") != "code":
+        raise ConfigError(f"{where('memorization_copies')}: the memorization probe adds images to what predict() "
+                          f"sees, so it needs mode = \"code\" (an uploaded predictions file has no rows for them): "
+                          f"expected 0 with mode = {values['mode']!r}")
     if values.get("private_fraction", 0) > 0:
         private, shown = values.get("private_visibility", "after_due_date"), values.get("visibility", "visible")
         if private == "visible":

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from grader import prediction_file
 from grader.config import QuestionConfig
+from grader.memorization import Probe
 from grader.metrics import ClassificationAccumulator, SegmentationAccumulator, first_argmax, quantized_softmax
 from grader.reference import ReferenceSet
 from grader.runner import ChildRun, GraderError, Limits, OutputTrim, StudentError, run_predictions
@@ -35,6 +36,7 @@ class QuestionResult:
     error_from_student: bool = False  # `error` and `details` are text the student's code chose (its output)
     staff_problem: bool = False  # the error is the grader's, not the student's
     examples: list = field(default_factory=list)  # Q2: (name, image, label, predicted label) of the first images
+    memorization: dict | None = None  # the memorization probe's finding (grader/memorization.py), for staff
 
     @property
     def reported_metrics(self) -> dict:
@@ -76,11 +78,12 @@ def _q2_metrics(state: dict, classes: list[str]) -> dict:
 
 
 def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: str, sandbox: Sandbox,
-             keep_predictions: bool = False, private: np.ndarray | None = None) -> QuestionResult:
+             keep_predictions: bool = False, private: np.ndarray | None = None, probe: Probe | None = None) -> QuestionResult:
     """Grade one question, by running the submission's predict() in the sandbox or, in prediction-file mode,
     from its uploaded file; a StudentError or GraderError becomes `error`, anything else propagates.
     `keep_predictions`: also return each image's predicted class ids (Q2: per pixel), as uint8.
-    `private`: the split (grader/split.py); the same single pass then also gives each part's metrics."""
+    `private`: the split (grader/split.py); the same single pass then also gives each part's metrics.
+    `probe`: the memorization probe, whose copies the child sees mixed in; they count in no metric but its own."""
     num_classes = len(ref.classes)
     kind = ClassificationAccumulator if ref.question == "q1" else SegmentationAccumulator
     tail = (num_classes,) if ref.question == "q1" else (num_classes, *ref.images.shape[1:3])
@@ -89,7 +92,8 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
     result = QuestionResult(ref.question, run=ChildRun(output=OutputTrim(cfg.output_limit)))
     kept: list[np.ndarray] = []
     from_file, labels_only = cfg.mode == "predictions", False
-    progress = tqdm(total=len(ref), desc=f"{ref.question.upper()} {'score file' if from_file else 'predict'}", unit="img",
+    shown = ref.images if probe is None else probe.images
+    progress = tqdm(total=len(shown), desc=f"{ref.question.upper()} {'score file' if from_file else 'predict'}", unit="img",
                     file=sys.stderr, dynamic_ncols=True)
     started = time.monotonic()
     try:
@@ -100,12 +104,17 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
             source = inner
         else:
             limits = Limits(cfg.batch_size, cfg.time_limit, cfg.memory_limit * 2**20)
-            inner = run_predictions(ref.question, submission, ref.images, tail, limits, device, sandbox, result.run)
+            inner = run_predictions(ref.question, submission, shown, tail, limits, device, sandbox, result.run)
             source = inner if ref.question == "q1" else ((start, quantized_softmax(s)) for start, s in inner)
         # closing(): however this loop ends, the generator's cleanup (killing the child) runs now,
         # while the grader's files are still closed to the student user.
         with closing(inner):
             for start, scores in source:
+                progress.update(len(scores))
+                if probe is not None:
+                    start, scores = probe.route(start, scores)
+                    if not len(scores):
+                        continue
                 target = ref.labels[start : start + len(scores)]
                 if private is None:
                     parts[0].update(scores, target)
@@ -123,7 +132,6 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
                     for i in range(max(0, min(len(scores), EXAMPLES - start))):
                         result.examples.append((ref.names[start + i], ref.images[start + i], target[i],
                                                 np.argmax(scores[i], axis=0)))
-                progress.update(len(scores))
     except StudentError as exc:
         result.error, result.details, result.examples = exc.message, exc.details, []  # no pictures of a failed run
         result.error_kind, result.error_from_student = exc.kind, exc.from_student
@@ -153,4 +161,5 @@ def evaluate(ref: ReferenceSet, submission: Path, cfg: QuestionConfig, device: s
         result.metrics["public"], result.metrics["private"] = (metrics(part)[1] for part in parts)
     result.predicted = np.concatenate(kept) if kept else None
     result.confusion_matrix = state["confusion_matrix"]
+    result.memorization = probe.result() if probe is not None else None
     return result

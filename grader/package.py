@@ -168,9 +168,9 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
             raise PackageError(f"--reference {reference}: {exc}") from None
         counts.append(f"{key}: {len(ref)} images")
         if (share := public_share(ref)).too_public:
-            public.append(share)
+            public.append((key, share))
     if public and not allow_public:
-        raise PackageError(f"--reference {reference}: {'; '.join(map(str, public))}: a submission could ship a table of "
+        raise PackageError(f"--reference {reference}: {'; '.join(str(s) for _, s in public)}: a submission could ship a table of "
                            "them and score without a model. Build the held-out set from your own data (python -m "
                            "grader.build_reference --q1-images/--q1-labels, --seg-split), or pass --allow-public "
                            "(make autograder ALLOW_PUBLIC=1) to grade on it anyway")
@@ -188,7 +188,12 @@ def autograder_zip(reference: Path, out: Path, config_path: Path = DEFAULT_CONFI
     lines.append(f"  time limits {sum(q.time_limit for q in config.questions.values()):g} s of the "
                  f"{config.time_budget:g} s time budget (set Gradescope's autograder timeout to match)")
     lines.append(f"  reference data from {reference}: {', '.join(counts)}")
-    lines += [f"  WARNING: PUBLIC HELD-OUT DATA (--allow-public): {str(s).upper()}" for s in public]
+    for key, share in public:
+        lines.append(f"  WARNING: PUBLIC HELD-OUT DATA (--allow-public): {str(share).upper()}")
+        lines.append(f"  memorization probe on {key}: {config.questions[key].memorization_copies:g} of the images copied, "
+                     "flagged submissions in the batch's scores.csv and summary.md" if config.questions[key].memorization
+                     else f"  WARNING: MEMORIZATION PROBE OFF FOR {key.upper()}: NOTHING TELLS A TABLE OF THESE LABELS FROM A "
+                          f"MODEL (set [{key}].memorization_copies, e.g. 0.1)")
     lines.append(f"  checks: {config.checks.relative_to(ROOT) if config.checks else 'none'}")
     changed = non_default_settings(config)
     lines.append("  settings not at their defaults: " + ("; ".join(changed) if changed else "none"))

@@ -50,8 +50,15 @@ def build_results(config: GraderConfig, results: dict[str, QuestionResult], scor
         "output": "\n".join([*summary, *notes]),
         "visibility": config.visibility,
         "stdout_visibility": config.stdout_visibility,
-        "extra_data": {"metrics": metrics, "grader": provenance(config)},
+        "extra_data": {"metrics": metrics, "grader": provenance(config), **_memorization(results)},
     }
+
+
+def _memorization(results: dict[str, QuestionResult]) -> dict:
+    """The memorization probe's findings, for staff only (extra_data): never in a test, the output or the
+    leaderboard, and never a score change."""
+    found = {k: r.memorization for k, r in results.items() if r.error is None and r.memorization is not None}
+    return {"memorization": found} if found else {}
 
 
 def question_of(test: dict, config: GraderConfig) -> str | None:

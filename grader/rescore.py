@@ -23,6 +23,7 @@ from grader.batch.class_report import total, write_csv
 from grader.batch.runs import Outcome, read_report
 from grader.batch.submissions import Entry
 from grader.config import ConfigError, GraderConfig, load_config
+from grader.memorization import verdict
 from grader.report import question_of, scored_visibility
 from grader.scoring import score_question
 from grader.split import split_record
@@ -48,6 +49,14 @@ def rescored(report: dict, config: GraderConfig) -> dict:
         test["output"] = f"{test.get('output', '').rstrip()}\n\nRescored under a new config: {score.points:g} / " \
                          f"{score.max_points:g}: {score.reason}\n"
     new["output"] = f"{new.get('output', '')}\nRescored under a new config: the tests' scores replace the lines above."
+    found = new.get("extra_data", {}).get("memorization")
+    if isinstance(found, dict):  # the probe's findings, judged by the new config's line (or dropped with the probe)
+        for key in list(found):
+            probed = config.questions.get(key)
+            if probed is not None and probed.memorization and isinstance(found[key], dict):
+                found[key] = verdict(found[key], probed.memorization_line)
+            else:
+                del found[key]
     return new
 
 

@@ -14,9 +14,9 @@ import hashlib
 import numpy as np
 
 DEFAULT_SEED = "mp-grader"
-PUBLIC_SEED = (f"the split's seed is the public default ({DEFAULT_SEED!r}): with this source a student computes which "
-               "images are private. Set [grader].split_seed to a secret of your own, e.g. the output of "
-               "python3 -c 'import secrets; print(secrets.token_hex(16))'")
+PUBLIC_SEED = (f"[grader].split_seed is the public default ({DEFAULT_SEED!r}): with this source a student computes "
+               "which images are private and which are the memorization probe's copies. Set it to a secret of your "
+               "own, e.g. the output of python3 -c 'import secrets; print(secrets.token_hex(16))'")
 
 
 def private_mask(n: int, fraction: float, seed: str, question: str) -> np.ndarray:

@@ -145,7 +145,7 @@ def test_a_split_with_the_public_seed_is_not_zipped(tmp_path: Path, capsys: pyte
     out = tmp_path / "a.zip"
     split = config_with(tmp_path, **{"private_fraction = 0.0": "private_fraction = 0.5"})
     assert zipped("autograder", "--reference", REFERENCE, "--config", split, "--out", out) == 2
-    assert "the split's seed is the public default" in capsys.readouterr().err and not out.exists()
+    assert "split_seed is the public default" in capsys.readouterr().err and not out.exists()
     secret = tmp_path / "secret.toml"
     secret.write_text(split.read_text().replace('split_seed = "mp-grader"', 'split_seed = "a secret of the course"'))
     assert zipped("autograder", "--reference", REFERENCE, "--config", secret, "--out", out, "--allow-public") == 0
@@ -164,7 +164,14 @@ def test_a_public_held_out_set_is_refused_unless_allowed_and_then_shouted(tmp_pa
     assert "Q2: 100 % of its 100 held-out images are assignment segmentation val images" in err
     assert "--allow-public" in err and not out.exists()
     assert zipped("autograder", "--reference", REFERENCE, "--out", out, "--allow-public") == 0
-    assert "WARNING: PUBLIC HELD-OUT DATA (--allow-public): Q1: 100 % OF ITS 10000" in capsys.readouterr().out
+    shouted = capsys.readouterr().out
+    assert "WARNING: PUBLIC HELD-OUT DATA (--allow-public): Q1: 100 % OF ITS 10000" in shouted
+    assert "WARNING: MEMORIZATION PROBE OFF FOR Q1" in shouted and "MEMORIZATION PROBE OFF FOR Q2" in shouted
+    probed = config_with(tmp_path, "q1", **{"memorization_copies = 0.0": "memorization_copies = 0.1",
+                                            'split_seed = "mp-grader"': 'split_seed = "a secret of the course"'})
+    assert zipped("autograder", "--reference", REFERENCE, "--config", probed, "--out", out, "--allow-public") == 0
+    shouted = capsys.readouterr().out
+    assert "memorization probe on q1: 0.1 of the images copied" in shouted and "PROBE OFF" not in shouted
 
 
 def test_a_trial_run_that_cannot_start_says_why_and_leaves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,

@@ -111,8 +111,8 @@ def test_a_split_question_shows_its_public_part_now_and_keeps_its_score(tmp_path
     printed = captured.out
     assert "public part (" in printed and "Q1 Fashion-MNIST classification: shown after the due date" in printed
     # The shipped seed is public: staff are told, in extra_data and on stderr (#27).
-    assert "split's seed is the public default" in report["extra_data"]["grader"]["warning"]
-    assert "split's seed is the public default" in captured.err and "public default" not in seen_now
+    assert "split_seed is the public default" in report["extra_data"]["grader"]["warning"]
+    assert "split_seed is the public default" in captured.err and "public default" not in seen_now
     assert f"{100 * private['accuracy']:.1f} %" not in printed
     with_all = tmp_path / "all.toml"
     with_all.write_text(config.read_text().replace('score_on = "private"', 'score_on = "all"'))

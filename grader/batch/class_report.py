@@ -44,12 +44,20 @@ def _scores(config: GraderConfig, report: dict) -> dict[str, float]:
 METRIC_COLUMNS = {"q1": ("accuracy",), "q2": ("mAP", "mIoU")}
 
 
+def memorization(report: dict, question: str) -> dict:
+    """The memorization probe's finding for a question (grader/memorization.py), or {}."""
+    found = report.get("extra_data", {}).get("memorization", {})
+    return found.get(question) or {} if isinstance(found, dict) else {}
+
+
 def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None:
     questions = list(config.questions)
     header = ["submission", "submitters", "created_at"]
     for q in questions:
         header += [f"{q}_score", *(f"{q}_{m}" for m in METRIC_COLUMNS.get(q, ())),
                    *(f"{q}_{m}_{end}" for m in METRIC_COLUMNS.get(q, ()) for end in ("low", "high")), f"{q}_error"]
+        if config.questions[q].memorization:
+            header += [f"{q}_memorization_drop", f"{q}_memorization_flagged"]
     header += ["total", "max_total", "error", "seconds"]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -65,6 +73,9 @@ def write_csv(config: GraderConfig, outcomes: list[Outcome], path: Path) -> None
                 row += [f"{scores[q]:g}", *(_number(values.get(m)) for m in METRIC_COLUMNS.get(q, ())),
                         *(_number(v) for m in METRIC_COLUMNS.get(q, ()) for v in _ends(intervals.get(m))),
                         csv_cell(kinds.get(q, kinds.get("all", "")))]
+                if config.questions[q].memorization:
+                    found = memorization(o.report, q)
+                    row += [_number(found.get("drop")), "yes" if found.get("flagged") is True else ""]
             first = csv_cell(next(iter(kinds.values()), ""))
             row += [f"{total(o.report):g}", f"{config.max_score:g}", first, f"{o.seconds:.1f}"]
             writer.writerow(row)
@@ -95,7 +106,8 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
         mean = sum(totals) / len(totals)
         lines += [f"Total out of {maximum:g}: mean {mean:.2f}, median {totals[len(totals) // 2]:g}, "
                   f"min {totals[0]:g}, max {totals[-1]:g}; full marks: {sum(t >= maximum for t in totals)}.", ""]
-    lines += [*notes, "", "![scores](scores.png)", "", "![metrics](metrics.png)", "", "## Slowest", ""]
+    lines += [*notes, "", "![scores](scores.png)", "", "![metrics](metrics.png)", "", *_memorization_lines(config, outcomes),
+              "## Slowest", ""]
     for o in sorted(outcomes, key=lambda o: -o.seconds)[:5]:
         lines.append(f"- {markdown_code(o.entry.name)}: {o.seconds:.1f} s{' (reused)' if o.reused else ''}")
     grouped: dict[str, dict[str, tuple[list[str], str]]] = defaultdict(dict)  # kind -> name -> (questions, message)
@@ -112,6 +124,24 @@ def summary_text(config: GraderConfig, outcomes: list[Outcome], notes: list[str]
                  for name, (qs, text) in grouped[kind].items()]
         lines += [f"### {kind} ({len(items)})", "", *items, ""]  # kinds: the grader's fixed words
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _memorization_lines(config: GraderConfig, outcomes: list[Outcome]) -> list[str]:
+    """The memorization probe's section of the summary: each flagged submission and question, with numbers."""
+    probed = [q for q, cfg in config.questions.items() if cfg.memorization]
+    if not probed:
+        return []
+    lines = ["## Memorization probe", "", "A submission is flagged when its metric falls from held-out images to their "
+             "lightly transformed copies by more than the line: a table of public labels falls to chance, a model "
+             "barely moves. A lead for a check by hand; no score changed.", ""]
+    flagged = [(o, q, found) for o in outcomes for q in probed if (found := memorization(o.report, q)).get("flagged") is True]
+    measured = sum(bool(memorization(o.report, q)) for o in outcomes for q in probed)
+    for o, q, found in flagged:
+        lines.append(f"- {markdown_code(o.entry.name)} ({q.upper()}): {found.get('metric')} {_number(found.get('originals'))} "
+                     f"on the originals, {_number(found.get('copied'))} on {found.get('copies')} copies (drop "
+                     f"{_number(found.get('drop'))} > {found.get('line')})")
+    lines += [f"{len(flagged)} flagged of {measured} measured.", ""]
+    return lines
 
 
 def draw(config: GraderConfig, outcomes: list[Outcome], folder: Path) -> list[Path]:
