@@ -23,6 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from grader.batch.class_report import check_duplicates, draw, summary_text, write_csv
+from grader.batch.cluster import Status, check_address
 from grader.batch.runs import (MAX_JOBS, Batch, Outcome, Settings, grading_key, on_dask, on_threads,
                                student_users)
 from grader.batch.submissions import BatchError, discover
@@ -51,6 +52,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="flag pairs of submissions sharing at least this fraction of their mistakes (default 0.9)")
     p.add_argument("--dask", metavar="ADDRESS", help="grade on a Dask cluster (the scheduler's address, or 'local' "
                                                      "for one started here with --jobs workers); needs the dask extra")
+    p.add_argument("--dask-tls", type=Path, metavar="DIR",
+                   help="the course's TLS files for a remote scheduler (tls://): ca.pem, cert.pem, key.pem (docs/batch.md)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded with the same settings")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto")
@@ -66,6 +69,8 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
         if inside.resolve() == outer.resolve() or outer.resolve() in inside.resolve().parents:
             raise BatchError(f"{inside} must not lie inside {outer}")
     args.memory_option, args.cpu_share, notes = [], None, []
+    if args.dask:
+        check_address(args.dask, args.dask_tls)
     if args.jobs > 1 or args.dask:
         if args.isolation in ("user", "process"):
             raise BatchError(f"--jobs {args.jobs}{' --dask' if args.dask else ''} with --isolation {args.isolation}: "
@@ -134,15 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     where = f"on the Dask cluster {args.dask}" if args.dask else f"{args.jobs} at a time"
     print(f"{len(entries)} submissions: {len(outcomes)} already graded with these settings, {len(todo)} to grade, "
           f"{where}", file=sys.stderr)
+    status = Status(out / "status.json", [e.name for e in todo])
+    for name, outcome in outcomes.items():
+        status.set(name, "graded", earlier="yes", **({"problem": outcome.problem} if outcome.problem else {}))
     try:
         with closed_to_others(closed, uids) as kept:
             with tqdm(total=len(todo), desc="batch", unit="submission", file=sys.stderr, dynamic_ncols=True) as progress:
-                for outcome in (on_dask(args, settings, batch, todo, config) if args.dask
-                                else on_threads(args.jobs, batch, todo)):
+                for outcome in (on_dask(args, settings, batch, todo, config, status) if args.dask
+                                else on_threads(args.jobs, batch, todo, status)):
                     outcomes[outcome.entry.name] = outcome
-                    progress.set_postfix_str(outcome.entry.name, refresh=False)
+                    status.set(outcome.entry.name, "failed" if outcome.problem else "graded",
+                               **({"problem": outcome.problem} if outcome.problem else {}))
+                    states = [status.get(e.name).get("state") for e in todo]
+                    progress.set_postfix_str(f"running {states.count('running')}, queued {states.count('queued')}; "
+                                             f"last {outcome.entry.name}", refresh=False)
                     progress.update()
-    except SandboxError as exc:
+    except (SandboxError, BatchError) as exc:
         print(f"mp-grader batch: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if kept:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from grader import __version__, duplicates
+from grader.batch.cluster import Status, WorkerRefused, check_worker, code_digest, security, started, watch
 from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
@@ -109,7 +111,7 @@ class Batch:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         results, problem, started = folder / "results.json", "", time.monotonic()
-        submission, digest = entry.source, submission_digest(entry.source)
+        submission, digest = entry.source, submission_digest(entry.source)  # before: a file replaced meanwhile regrades
         unpacked = self.out / ".unpacked" / entry.name
         files: list = []
         try:
@@ -137,15 +139,23 @@ class Batch:
                 files = duplicates.file_hashes(submission)
         finally:
             shutil.rmtree(unpacked, ignore_errors=True)
-        report = read_report(results)
+        return self.record(entry, problem, time.monotonic() - started, digest, user, files)
+
+    def record(self, entry: Entry, problem: str, seconds: float, digest: str, user: str = "",
+               files: list | None = None) -> Outcome:
+        """Write down how grading `entry` (whose files had `digest`) went: its results.json, or one saying what
+        stopped it; and return it."""
+        folder = self.out / entry.name
+        folder.mkdir(parents=True, exist_ok=True)
+        report = read_report(folder / "results.json")
         if report is None or problem:
             problem = problem or "the grader wrote no valid results.json (see grader.log)"
             report = fallback_results(f"Not graded: {problem}", self.config)
-            results.write_text(json.dumps(report, indent=2))
-        seconds = time.monotonic() - started
-        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "submission": digest, "seconds": seconds,
-                                                         "problem": problem, "user": user, "files": files}, indent=2))
-        return Outcome(entry, report, seconds, problem=problem, files=files)
+            (folder / "results.json").write_text(json.dumps(report, indent=2))
+        (folder / "grading.json").write_text(json.dumps({"key": self.settings.key, "submission": digest,
+                                                         "seconds": seconds, "problem": problem, "user": user,
+                                                         "files": files or []}, indent=2))
+        return Outcome(entry, report, seconds, problem=problem, files=files or [])
 
 
 def acquire_slot(slots: int) -> tuple[str, int | None]:
@@ -188,20 +198,31 @@ def on_worker(settings: Settings) -> Settings:
     return dataclasses.replace(settings, cpu_share=get_worker().state.nthreads)
 
 
-def grade_remote(settings: Settings, entry: Entry) -> dict[str, bytes]:
-    """A Dask task: grade one submission on the worker, in a private temporary folder, and return the
-    files the batch keeps for it."""
+def grade_remote(settings: Settings, entry: Entry, version: str, code: str) -> dict[str, bytes]:
+    """A Dask task: on a worker that runs the batch's grader (`version`, `code`: cluster.check_worker), grade
+    one submission in a private temporary folder, and return the files the batch keeps for it."""
     settings = on_worker(settings)
-    with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
-        folder = Path(tmp) / entry.name
-        grade_slotted(Batch(settings, Path(tmp)), entry)
-        return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
+    user, lock = acquire_slot(settings.slots)
+    try:
+        check_worker(version, code, user, settings.cpu_share or 1)
+        started(entry.name)
+        with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
+            folder = Path(tmp) / entry.name
+            Batch(settings, Path(tmp)).grade(entry, user)
+            return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
-def on_threads(jobs: int, batch: Batch, todo: list[Entry]) -> Iterator[Outcome]:
+def on_threads(jobs: int, batch: Batch, todo: list[Entry], status: Status) -> Iterator[Outcome]:
     """Grade `todo` on `jobs` threads of this machine, each in its own grader process; outcomes as they end."""
+    def run(entry: Entry) -> Outcome:
+        status.set(entry.name, "running", worker="here")
+        return grade_slotted(batch, entry)
+
     with ThreadPoolExecutor(jobs) as pool:
-        for future in as_completed([pool.submit(grade_slotted, batch, e) for e in todo]):
+        for future in as_completed([pool.submit(run, e) for e in todo]):
             yield future.result()
 
 
@@ -216,29 +237,54 @@ def local_cluster(jobs: int, gpu: bool):
                         resources={"GPU": 1} if gpu else None)
 
 
-def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry],
-            config: GraderConfig) -> Iterator[Outcome]:
-    """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers).
+def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry], config: GraderConfig,
+            status: Status) -> Iterator[Outcome]:
+    """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers), each
+    outcome written here, once, as its task ends. A task whose workers kept dying is that submission's grader
+    problem; a worker that must not grade stops the batch (grader/batch/cluster.py).
     On CUDA each task asks for one unit of the workers' GPU resource (start them with --resources GPU=1)."""
     from distributed import Client, as_completed as dask_completed
+    from distributed.scheduler import KilledWorker
 
     cluster = local_cluster(args.jobs, args.device == "cuda") if args.dask == "local" else None
-    with Client(cluster if cluster is not None else args.dask) as client:
+    remote = security(args.dask_tls) if cluster is None else None
+    stop = threading.Event()
+    with Client(cluster if cluster is not None else args.dask, security=remote) as client:
         resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
-        futures = {client.submit(grade_remote, settings, e, key=f"grade-{e.name}-{settings.key[:12]}", pure=False,
-                                 resources=resources): e for e in todo}
-        for future in dask_completed(futures):
-            entry = futures[future]
-            folder = batch.out / entry.name
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            for name, content in future.result().items():
-                if name in OUTPUT_FILES:
-                    (folder / name).write_bytes(content)
-            outcome = batch.stored(entry)
-            if outcome is None:
-                raise BatchError(f"{entry.name}: the worker returned no usable result")
-            outcome.reused = False
-            yield outcome
+        futures = {client.submit(grade_remote, settings, e, __version__, code_digest(), pure=False, resources=resources,
+                                 key=f"grade-{e.name}-{settings.key[:12]}"): e for e in todo}
+        watcher = threading.Thread(target=watch, args=(client, {f: e.name for f, e in futures.items()}, status, stop),
+                                   daemon=True)
+        watcher.start()
+        try:
+            for future in dask_completed(futures):
+                entry = futures[future]
+                try:
+                    files = future.result()
+                except WorkerRefused as exc:
+                    raise BatchError(f"{exc}; the submissions graded so far are kept, and a rerun goes on from them") from None
+                except KilledWorker as exc:
+                    yield batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
+                                              "of them, Dask's allowed-failures); it was not graded", 0.0,
+                                       submission_digest(entry.source))
+                    continue
+                except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
+                    yield batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
+                                              f"{printable(str(exc))})", 0.0, submission_digest(entry.source))
+                    continue
+                folder = batch.out / entry.name
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                for name, content in files.items():
+                    if name in OUTPUT_FILES:
+                        (folder / name).write_bytes(content)
+                outcome = batch.stored(entry)
+                if outcome is None:
+                    outcome = batch.record(entry, "the worker returned no usable result", 0.0, submission_digest(entry.source))
+                outcome.reused = False
+                yield outcome
+        finally:
+            stop.set()
+            watcher.join()
     if cluster is not None:
         cluster.close()
