@@ -96,7 +96,7 @@ class Status:
         self._write()
 
     def set(self, name: str, state: str, **info: str) -> None:
-        """`name` is now in `state`; a worker it lost stays named (`lost`) until it is done."""
+        """`name` is now in `state`; a worker it lost stays named (`lost`) to the end."""
         with self.lock:
             lost = self.states.get(name, {}).get("lost")
             entry = {"state": state, "since": _now(), **({"lost": lost} if lost else {}), **info}
@@ -122,7 +122,7 @@ def _now() -> str:
 TOPIC = "mp-grader-batch"  # the Dask event a task sends when it starts grading
 
 
-def started(name: str) -> None:
+def announce(name: str) -> None:
     """Inside a task, once its worker passed check_worker: tell the batch which worker grades `name`."""
     from distributed import get_worker
 

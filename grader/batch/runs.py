@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from grader import __version__, duplicates
-from grader.batch.cluster import Status, WorkerRefused, check_worker, code_digest, security, started, watch
+from grader.batch.cluster import Status, WorkerRefused, announce, check_worker, code_digest, security, watch
 from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
@@ -205,7 +205,7 @@ def grade_remote(settings: Settings, entry: Entry, version: str, code: str) -> d
     user, lock = acquire_slot(settings.slots)
     try:
         check_worker(version, code, user, settings.cpu_share or 1)
-        started(entry.name)
+        announce(entry.name)
         with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
             folder = Path(tmp) / entry.name
             Batch(settings, Path(tmp)).grade(entry, user)
@@ -251,7 +251,8 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
     stop = threading.Event()
     with Client(cluster if cluster is not None else args.dask, security=remote) as client:
         resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
-        futures = {client.submit(grade_remote, settings, e, __version__, code_digest(), pure=False, resources=resources,
+        code = code_digest()
+        futures = {client.submit(grade_remote, settings, e, __version__, code, pure=False, resources=resources,
                                  key=f"grade-{e.name}-{settings.key[:12]}"): e for e in todo}
         watcher = threading.Thread(target=watch, args=(client, {f: e.name for f, e in futures.items()}, status, stop),
                                    daemon=True)
