@@ -76,9 +76,9 @@ def check_worker(version: str, code: str, user: str, cpu_share: int) -> None:
 
     from grader.sandbox import SandboxError, prepare
 
-    where = get_worker().address
-    if version != __version__ or code != code_digest():
-        raise WorkerRefused(f"worker {where} runs grader {__version__} (code {code_digest()[:12]}), the batch "
+    where, mine = get_worker().address, code_digest()
+    if version != __version__ or code != mine:
+        raise WorkerRefused(f"worker {where} runs grader {__version__} (code {mine[:12]}), the batch "
                             f"{version} (code {code[:12]}): install the batch's grader on every worker")
     try:
         prepare("namespace", "auto", [], user, cpu_share=cpu_share).close()
