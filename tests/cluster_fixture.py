@@ -3,6 +3,7 @@ talking TLS over loopback with certificates made here by openssl, as a course wo
 (docs/batch.md). Each worker is the leader of its own process group, so killing the group is losing a machine."""
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -15,17 +16,17 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 DASK = str(Path(sys.executable).with_name("dask"))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_certificates(folder: Path) -> Path:
-    """A CA and one certificate it signed, for 127.0.0.1 (scheduler, workers and client alike): ca.pem,
-    cert.pem, key.pem, as --dask-tls wants them."""
+def make_certificates(folder: Path, names: tuple[str, ...] = ("IP:127.0.0.1",)) -> Path:
+    """A CA and one certificate it signed, for `names` (subjectAltName entries; scheduler, workers and client
+    alike): ca.pem, cert.pem, key.pem, as --dask-tls wants them."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    (folder / "san.cnf").write_text(f"subjectAltName={','.join(names)}\n")
     for argv in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "1",
                   "-subj", "/CN=mp-grader test CA"],
                  ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.pem", "-subj", "/CN=mp-grader"],
@@ -73,10 +74,11 @@ def _wait(check, what: str, seconds: float = 60) -> None:
 
 
 @contextmanager
-def tls_cluster(folder: Path, certs: Path, workers: int, grader_path: Path = REPO,
-                user: str | None = None) -> Iterator[Cluster]:
+def tls_cluster(folder: Path, certs: Path, workers: int, grader_path: Path = REPO, user: str | None = None,
+                hide: tuple[Path, ...] = ()) -> Iterator[Cluster]:
     """A scheduler and `workers` single-threaded workers (no nanny), importing the grader from `grader_path`;
-    `user`: run the workers as that user (root only)."""
+    `user`: run the workers as that user; `hide`: folders the workers cannot see (each an empty tmpfs in a
+    mount namespace of theirs), as on other machines (both root only)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = _port()
     address = f"tls://127.0.0.1:{port}"
@@ -98,6 +100,10 @@ def tls_cluster(folder: Path, certs: Path, workers: int, grader_path: Path = REP
             log = open(folder / f"worker{i}.log", "wb")
             logs.append(log)
             prefix = ["runuser", "-u", user, "--"] if user else []
+            if hide:
+                mounts = " && ".join(f"mount -t tmpfs -o size=1m,mode=700 none '{h}'" for h in hide)
+                prefix = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", f'{mounts} && exec "$@"',
+                          "sh", *prefix]
             process = subprocess.Popen([*prefix, DASK, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                                         "--host", "127.0.0.1", "--worker-port", str(worker_port), "--name", f"w{i}",
                                         *_tls(certs)],
@@ -114,6 +120,27 @@ def tls_cluster(folder: Path, certs: Path, workers: int, grader_path: Path = REP
         scheduler.wait()
         for log in logs:
             log.close()
+
+
+def kill_mid_grade(status: Path, names: set[str], kill: Callable[[str], bool], after: float = 0.5,
+                   seconds: float = 600) -> dict:
+    """Watch the batch's status file until one of `names` has run on a worker for `after` seconds, then
+    `kill(worker address)` (True: that worker and the grader it runs are gone). Returns {name, worker}, or {}
+    when nothing was killed within `seconds`."""
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            states = json.loads(status.read_text())
+        except (OSError, ValueError):
+            states = {}
+        for name in names:
+            state = states.get(name, {})
+            if state.get("state") == "running" and time.monotonic() - seen.setdefault(name, time.monotonic()) >= after:
+                if kill(state["worker"]):
+                    return {"name": name, "worker": state["worker"]}
+        time.sleep(0.05)
+    return {}
 
 
 def leftovers() -> set[Path]:

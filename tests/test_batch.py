@@ -54,6 +54,11 @@ def _rows(out: Path) -> dict[str, dict]:
         return {row["submission"]: row for row in csv.DictReader(f)}
 
 
+def without_seconds(rows: dict[str, dict]) -> dict:
+    """scores.csv's rows less how long each took: what must not depend on where or how a batch ran."""
+    return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
+
+
 def _judged_alike(report: dict) -> dict:
     metrics = json.loads(json.dumps(report["extra_data"]["metrics"]))
     for question in metrics.values():
@@ -317,17 +322,15 @@ def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) 
     argv = [a if a != str(graded["out"]) else str(out) for a in graded["argv"]]
     assert batch.main([*argv, "--dask", "local"]) == 0
 
-    def without_seconds(rows: dict[str, dict]) -> dict:
-        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
-
     assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
     for user in batch.student_users(2):
         assert user_processes(ensure_user(user)[0]) == []
 
 
 def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(graded: dict, tmp_path: Path) -> None:
-    """The class on a real cluster (a scheduler and two workers, processes of their own, over TLS): one worker
-    is killed, with the grader it was running, while it grades a submission. Dask gives that task to the other
+    """The class on a real cluster (a scheduler and two workers, processes of their own, over TLS, to whom the
+    export, the reference data, the config and OUT are not there, as on other machines): one worker is
+    killed, with the grader it was running, while it grades a submission. Dask gives that task to the other
     worker; every score, metric and error kind equals the threaded batch's, and status.json names the lost
     worker beside the submission it was grading."""
     pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -336,7 +339,7 @@ def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(grade
     import threading
     import time
 
-    from cluster_fixture import clean_after_killed_graders, leftovers, make_certificates, tls_cluster
+    from cluster_fixture import clean_after_killed_graders, kill_mid_grade, leftovers, make_certificates, tls_cluster
 
     certs = make_certificates(tmp_path / "certs")
     before = leftovers()
@@ -344,29 +347,18 @@ def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(grade
     argv = [a if a != str(graded["out"]) else str(out) for a in graded["argv"]]
     killed: dict = {}
     honest = {f"submission_{1000 + i}" for i in range(N) if kind_of(i) == "honest"}
-    with tls_cluster(tmp_path / "cluster", certs, 2) as cluster:
+    with tls_cluster(tmp_path / "cluster", certs, 2, hide=(graded["tmp"],)) as cluster:
         workers = {w.address: w for w in cluster.workers}
 
-        def kill_while_it_grades() -> None:
-            """Half a second after an honest submission (a grade of several seconds) starts on a worker, kill that
-            worker and the grader it runs."""
-            seen: dict[str, float] = {}
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    states = json.loads((out / "status.json").read_text())
-                except (OSError, ValueError):
-                    states = {}
-                for name in honest:
-                    state = states.get(name, {})
-                    if state.get("state") == "running" and state.get("worker") in workers:
-                        if time.monotonic() - seen.setdefault(name, time.monotonic()) >= 0.5:
-                            workers[state["worker"]].kill()
-                            killed.update(name=name, worker=state["worker"])
-                            return
-                time.sleep(0.05)
+        def kill(address: str) -> bool:
+            if address not in workers:
+                return False
+            workers[address].kill()
+            return True
 
-        killer = threading.Thread(target=kill_while_it_grades)
+        # Half a second after an honest submission (a grade of several seconds) starts on a worker, kill that
+        # worker and the grader it runs.
+        killer = threading.Thread(target=lambda: killed.update(kill_mid_grade(out / "status.json", honest, kill)))
         killer.start()
         try:
             rc = batch.main([*argv, "--dask", cluster.address, "--dask-tls", str(certs)])
@@ -374,9 +366,6 @@ def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(grade
             killer.join()
             clean_after_killed_graders(before)
     assert rc == 0 and killed, killed
-
-    def without_seconds(rows: dict[str, dict]) -> dict:
-        return {name: {k: v for k, v in row.items() if k != "seconds"} for name, row in rows.items()}
 
     assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
     final = json.loads((out / "status.json").read_text())

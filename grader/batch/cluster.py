@@ -130,15 +130,19 @@ def announce(name: str) -> None:
     worker.log_event(TOPIC, {"submission": name, "worker": worker.address})
 
 
-def watch(client, futures: dict, status: Status, stop: threading.Event) -> None:
+def watch(client, tracked: dict, lock: threading.Lock, status: Status, stop: threading.Event) -> None:
     """Until `stop`: which worker grades each submission (the event each task sends as it starts), and which
-    unfinished ones lost theirs (`futures`: future -> submission). Runs in a thread of the batch's client."""
-    pending = {name: f for f, name in futures.items()}
+    unfinished ones lost theirs (`tracked`: submission -> its future, added to under `lock` as tasks are handed
+    over). Runs in a thread of the batch's client."""
+    def pending(name: str) -> bool:
+        with lock:
+            future = tracked.get(name)
+        return future is not None and future.status == "pending"
 
     def on_start(event: tuple) -> None:
         msg = event[1] if isinstance(event[1], dict) else {}
         name, worker = str(msg.get("submission", "")), str(msg.get("worker", ""))
-        if name in pending and pending[name].status == "pending":
+        if pending(name):
             before = status.get(name)  # a started task starts again only when its worker was lost
             again = before.get("state") == "running" and before.get("worker") != worker
             status.set(name, "running", worker=worker, **({"lost": before["worker"]} if again else {}))
@@ -149,7 +153,9 @@ def watch(client, futures: dict, status: Status, stop: threading.Event) -> None:
             alive = set(client.scheduler_info(n_workers=-1).get("workers", {}))
         except Exception:  # the scheduler is busy or going away: the next poll tells
             continue
-        for name, future in pending.items():
+        with lock:
+            names = list(tracked)
+        for name in names:
             state = status.get(name)
-            if state.get("state") == "running" and state.get("worker") not in alive and future.status == "pending":
+            if state.get("state") == "running" and state.get("worker") not in alive and pending(name):
                 status.set(name, "queued", lost=state["worker"])  # Dask gives its task to another worker

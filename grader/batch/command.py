@@ -77,8 +77,9 @@ def _check_setup(args: argparse.Namespace, config: GraderConfig) -> list[str]:
                              "concurrent runs would see each other's files; that needs the namespace layer "
                              "(bubblewrap), or --jobs 1")
         args.isolation = "namespace"
-        try:
-            prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=args.jobs).close()
+        try:  # here, where the runs are; a remote cluster's workers are each checked by their first task
+            if args.dask in (None, "local"):
+                prepare("namespace", args.memory_accounting, [], student_users(args.jobs)[-1], cpu_share=args.jobs).close()
         except SandboxError as exc:
             raise BatchError(f"concurrent runs need the namespace layer and a CPU scheduling group per question "
                              f"(a neighbour must not take a run's CPU), and they could not "

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Iterator
 
 from grader import __version__, duplicates
 from grader.batch.cluster import Status, WorkerRefused, announce, check_worker, code_digest, security, watch
+from grader.batch.carry import Carried, CarryError, Inputs, inputs_on_disk, lay_out, pack_inputs, pack_submission
 from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
@@ -106,23 +108,35 @@ class Batch:
         return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
                        files=[tuple(f) for f in stamp.get("files", [])])
 
-    def grade(self, entry: Entry, user: str) -> Outcome:
+    @contextmanager
+    def unpacked(self, entry: Entry) -> Iterator[tuple[Path, str]]:
+        """The folder to grade for `entry` (a zip unpacked as Gradescope would, removed after), and what kept it
+        from being one ("" when nothing did)."""
+        if entry.source.suffix != ".zip" or not entry.source.is_file():
+            yield entry.source, ""
+            return
+        unpacked = self.out / ".unpacked" / entry.name
+        shutil.rmtree(unpacked, ignore_errors=True)
+        unpacked.parent.mkdir(mode=0o700, exist_ok=True)
+        try:
+            try:
+                unpack(entry.source, unpacked, self.config.upload_limits)
+            except (ValueError, OSError, zipfile.BadZipFile) as exc:
+                yield unpacked, f"the zip could not be unpacked: {printable(str(exc))}"
+                return
+            yield unpacked, ""
+        finally:
+            shutil.rmtree(unpacked, ignore_errors=True)
+
+    def grade(self, entry: Entry, user: str, digest: str | None = None) -> Outcome:
+        """Grade `entry` as `user`; `digest`: its submission_digest when taken elsewhere (a carried copy)."""
         folder = self.out / entry.name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        results, problem, started = folder / "results.json", "", time.monotonic()
-        submission, digest = entry.source, submission_digest(entry.source)  # before: a file replaced meanwhile regrades
-        unpacked = self.out / ".unpacked" / entry.name
+        results, started = folder / "results.json", time.monotonic()
+        digest = digest or submission_digest(entry.source)  # before: a file replaced meanwhile regrades
         files: list = []
-        try:
-            if entry.source.suffix == ".zip" and entry.source.is_file():
-                shutil.rmtree(unpacked, ignore_errors=True)
-                unpacked.parent.mkdir(mode=0o700, exist_ok=True)
-                try:
-                    unpack(entry.source, unpacked, self.config.upload_limits)
-                except (ValueError, OSError, zipfile.BadZipFile) as exc:
-                    problem = f"the zip could not be unpacked: {printable(str(exc))}"
-                submission = unpacked
+        with self.unpacked(entry) as (submission, problem):
             if not problem:
                 argv = [sys.executable, "-m", "grader", "--submission", str(submission), "--data",
                         str(self.settings.data), "--results", str(results), "--config", str(self.settings.config),
@@ -137,8 +151,6 @@ class Batch:
                     except subprocess.TimeoutExpired:
                         problem = f"the grader did not finish within {timeout:g} s and was killed"
                 files = duplicates.file_hashes(submission)
-        finally:
-            shutil.rmtree(unpacked, ignore_errors=True)
         return self.record(entry, problem, time.monotonic() - started, digest, user, files)
 
     def record(self, entry: Entry, problem: str, seconds: float, digest: str, user: str = "",
@@ -198,21 +210,37 @@ def on_worker(settings: Settings) -> Settings:
     return dataclasses.replace(settings, cpu_share=get_worker().state.nthreads)
 
 
-def grade_remote(settings: Settings, entry: Entry, version: str, code: str) -> dict[str, bytes]:
-    """A Dask task: on a worker that runs the batch's grader (`version`, `code`: cluster.check_worker), grade
-    one submission in a private temporary folder, and return the files the batch keeps for it."""
+def grade_remote(settings: Settings, carried: Carried, inputs: Inputs, version: str, code: str) -> dict[str, bytes]:
+    """A Dask task: on a worker that runs the batch's grader (`version`, `code`: cluster.check_worker), with
+    the batch's inputs laid out on its own disk once (their grading key checked against the batch's), grade
+    one carried submission in a private temporary folder, and return the files the batch keeps for it."""
+    from distributed import get_worker
+
     settings = on_worker(settings)
     user, lock = acquire_slot(settings.slots)
     try:
         check_worker(version, code, user, settings.cpu_share or 1)
-        announce(entry.name)
+        worker = get_worker()
+        config, data = inputs_on_disk(inputs, Path(worker.local_directory) / "mp-grader-inputs")
+        if (config, settings.key) not in _checked:
+            if grading_key(load_config(config), data, list(settings.options)) != settings.key:
+                raise WorkerRefused(f"worker {worker.address} finds another grading key for the batch's inputs "
+                                    "(its grader or its copy of the config or data differs): install the batch's grader")
+            _checked.add((config, settings.key))
+        settings = dataclasses.replace(settings, config=config, data=data)
+        announce(carried.name)
         with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
-            folder = Path(tmp) / entry.name
-            Batch(settings, Path(tmp)).grade(entry, user)
+            folder, own = Path(tmp) / carried.name, Path(tmp) / ".carried"
+            own.mkdir(mode=0o700)
+            source = lay_out(carried, own / carried.name)
+            Batch(settings, Path(tmp)).grade(Entry(carried.name, source), user, digest=carried.digest)
             return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
     finally:
         if lock is not None:
             os.close(lock)
+
+
+_checked: set[tuple[Path, str]] = set()  # (inputs on this worker, key) found to give the batch's grading key
 
 
 def on_threads(jobs: int, batch: Batch, todo: list[Entry], status: Status) -> Iterator[Outcome]:
@@ -237,55 +265,107 @@ def local_cluster(jobs: int, gpu: bool):
                         resources={"GPU": 1} if gpu else None)
 
 
+def keep_inputs(inputs: Inputs) -> Inputs:
+    """A Dask task whose result is the batch's inputs: held by a worker, fetched from it once by each other
+    worker whose tasks need them, and made again by the scheduler (which keeps the task) if all holders die."""
+    return inputs
+
+
 def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry], config: GraderConfig,
             status: Status) -> Iterator[Outcome]:
     """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers), each
-    outcome written here, once, as its task ends. A task whose workers kept dying is that submission's grader
-    problem; a worker that must not grade stops the batch (grader/batch/cluster.py).
-    On CUDA each task asks for one unit of the workers' GPU resource (start them with --resources GPU=1)."""
+    outcome written here, once, as its task ends. Workers share no file system with the batch: each task
+    carries its submission, and the inputs go to each worker once (grader/batch/carry.py). A task is handed
+    over only when a worker thread is about to be free, so the batch holds few submissions in memory. A task
+    whose workers kept dying is that submission's grader problem; a worker that must not grade stops the
+    batch (grader/batch/cluster.py). On CUDA each task asks for one unit of the workers' GPU resource (start
+    them with --resources GPU=1)."""
+    import dask
     from distributed import Client, as_completed as dask_completed
     from distributed.scheduler import KilledWorker
 
     cluster = local_cluster(args.jobs, args.device == "cuda") if args.dask == "local" else None
     remote = security(args.dask_tls) if cluster is None else None
-    stop = threading.Event()
-    with Client(cluster if cluster is not None else args.dask, security=remote) as client:
+    stop, lock = threading.Event(), threading.Lock()
+    waiting = list(reversed(todo))
+    tracked: dict = {}  # submission -> its future, for the status watcher
+    # A task carries a whole submission (up to the upload cap) on purpose: Dask's warning about large graphs
+    # is about graphs that repeat data, which these do not.
+    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"}), \
+            Client(cluster if cluster is not None else args.dask, security=remote) as client:
         resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
-        code = code_digest()
-        futures = {client.submit(grade_remote, settings, e, __version__, code, pure=False, resources=resources,
-                                 key=f"grade-{e.name}-{settings.key[:12]}"): e for e in todo}
-        watcher = threading.Thread(target=watch, args=(client, {f: e.name for f, e in futures.items()}, status, stop),
-                                   daemon=True)
+        code, packed = code_digest(), pack_inputs(config, settings.data)
+        inputs = client.submit(keep_inputs, packed, key=f"mp-grader-inputs-{packed.digest[:16]}", pure=False)
+        del packed
+        running = dask_completed()
+        futures: dict = {}
+        early: list[Outcome] = []
+
+        def hand_over() -> None:
+            """Submit tasks until every worker thread has one and one more waits."""
+            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1).get("workers", {}).values())
+            while waiting and len(futures) < threads + 1:
+                entry = waiting.pop()
+                digest = submission_digest(entry.source)
+                with batch.unpacked(entry) as (source, problem):
+                    try:
+                        carried = None if problem else pack_submission(entry.name, source, digest,
+                                                                       batch.config.upload_limits)
+                    except CarryError as exc:
+                        problem = f"grader problem: {exc}"
+                if carried is None:
+                    early.append(batch.record(entry, problem, 0.0, digest))
+                    continue
+                future = client.submit(grade_remote, settings, carried, inputs, __version__, code, pure=False,
+                                       resources=resources, key=f"grade-{entry.name}-{settings.key[:12]}")
+                futures[future] = entry
+                running.add(future)
+                with lock:
+                    tracked[entry.name] = future
+
+        watcher = threading.Thread(target=watch, args=(client, tracked, lock, status, stop), daemon=True)
         watcher.start()
         try:
-            for future in dask_completed(futures):
-                entry = futures[future]
-                try:
-                    files = future.result()
-                except WorkerRefused as exc:
-                    raise BatchError(f"{exc}; the submissions graded so far are kept, and a rerun goes on from them") from None
-                except KilledWorker as exc:
-                    yield batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
-                                              "of them, Dask's allowed-failures); it was not graded", 0.0,
-                                       submission_digest(entry.source))
+            hand_over()
+            while futures or early or waiting:
+                yield from early
+                early.clear()
+                if not futures:
+                    hand_over()
                     continue
-                except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
-                    yield batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
-                                              f"{printable(str(exc))})", 0.0, submission_digest(entry.source))
-                    continue
-                folder = batch.out / entry.name
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir(parents=True)
-                for name, content in files.items():
-                    if name in OUTPUT_FILES:
-                        (folder / name).write_bytes(content)
-                outcome = batch.stored(entry)
-                if outcome is None:
-                    outcome = batch.record(entry, "the worker returned no usable result", 0.0, submission_digest(entry.source))
-                outcome.reused = False
-                yield outcome
+                future = next(running)
+                entry = futures.pop(future)
+                yield outcome_of(batch, entry, future, KilledWorker)
+                hand_over()
         finally:
             stop.set()
             watcher.join()
     if cluster is not None:
         cluster.close()
+
+
+def outcome_of(batch: Batch, entry: Entry, future, killed: type) -> Outcome:
+    """Write down what `entry`'s finished task gave, once: its files, or the grader problem that stopped it.
+    A worker that must not grade stops the batch (BatchError)."""
+    try:
+        files = future.result()
+    except WorkerRefused as exc:
+        raise BatchError(f"{exc}; the submissions graded so far are kept, and a rerun goes on from them") from None
+    except killed as exc:
+        return batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
+                                   "of them, Dask's allowed-failures); it was not graded", 0.0,
+                            submission_digest(entry.source))
+    except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
+        return batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
+                                   f"{printable(str(exc))})", 0.0, submission_digest(entry.source))
+    folder = batch.out / entry.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, content in files.items():
+        if name in OUTPUT_FILES:
+            (folder / name).write_bytes(content)
+    outcome = batch.stored(entry)
+    if outcome is None:
+        outcome = batch.record(entry, "the worker returned no usable result", 0.0, submission_digest(entry.source))
+    outcome.reused = False
+    return outcome
