@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -110,6 +111,24 @@ def test_the_probe_runs_what_a_question_runs(monkeypatch) -> None:
     assert why is not None and ("hides folders the interpreter needs" in why or "cannot make namespaces" in why), why
     with pytest.raises(SandboxError, match="--isolation namespace: "):
         prepare("namespace")
+
+
+def test_root_that_cannot_hold_the_sandboxs_first_process_gets_no_namespace_layer() -> None:
+    """Root without CAP_SYS_PTRACE (Docker drops it by default) can make namespaces but cannot open the
+    question's init (the student user's, in a user namespace of its own) to hold it: the probe says so, and
+    `--isolation namespace` refuses before any student code runs, rather than every question failing as the
+    grader's problem (as it did in a worker container, #29)."""
+    need("namespace")
+    if os.geteuid() != 0:
+        pytest.skip("the student's init runs as another user only when the grader is root")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) drops the capability for the test, and it is not installed")
+    probe = ("from grader.sandbox import prepare, SandboxError\n"
+             "try:\n    prepare('namespace').close()\nexcept SandboxError as exc:\n    print(exc)\n")
+    ran = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace", sys.executable, "-c", probe],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "--isolation namespace: this grader lacks CAP_SYS_PTRACE" in ran.stdout, ran.stdout + ran.stderr
+    assert "--cap-add SYS_PTRACE" in ran.stdout
 
 
 def _ids() -> tuple[int | None, int | None]:

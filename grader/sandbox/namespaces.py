@@ -8,7 +8,8 @@ The private /tmp and /dev/shm are laid first, so nothing the child needs is hidd
 lives (a clone under /tmp). Killing the namespace's init ends every process in it. Relies on:
 unprivileged user namespaces (or root), which default Docker and Gradescope refuse; the probe, which runs
 exactly a question's arguments and checks that the child's interpreter sees every folder of its sys.path,
-finds out before any student code runs.
+finds out before any student code runs, as does a check that root may hold the question's first process
+(CAP_SYS_PTRACE, which Docker drops by default).
 """
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ from grader.text import printable
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "passwd", "group", "nsswitch.conf", "localtime",
              "os-release", "alternatives", "mime.types", "fonts", "ssl")
 ROOT_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+CAP_SYS_PTRACE = 19
+
+
+def has_capability(number: int) -> bool:
+    """Whether this process has capability `number` in its effective set (/proc/self/status's CapEff)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> number & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 @functools.cache
@@ -132,6 +147,12 @@ def probe_bwrap(uid: int | None, gid: int | None, protected: Sequence[Path] = ()
     interpreter sees every folder of its sys.path it needs; else why not."""
     if not shutil.which("bwrap"):
         return "bubblewrap (bwrap) is not installed"
+    if uid is not None and uid != os.geteuid() and not has_capability(CAP_SYS_PTRACE):
+        # The question's init runs as the student user in a user namespace of its own: only with this
+        # capability can the grader open its /proc/PID/ns/pid and pidfd to hold it and kill it later
+        # (jail.py), and without that every question would stop as the grader's problem.
+        return ("this grader lacks CAP_SYS_PTRACE, without which it cannot hold a sandbox's first process (which "
+                "runs as the student user) to kill it later: in Docker, start the container with --cap-add SYS_PTRACE")
     try:
         base = bwrap_base(interpreter_paths(list(protected)), closed_paths(list(protected)))
     except SandboxError as exc:

@@ -27,7 +27,7 @@ WORKERS = 3
 # The three workers' CPUs fit this 2-core machine's; each grades one submission at a time, at its share.
 WORKER_LIMITS = ["--cpus", "0.6", "--memory", "1500m"]
 # What the namespace layer and its cgroups need inside a container (cluster/worker says why).
-WORKER_RIGHTS = ["--cap-add", "SYS_ADMIN", "--security-opt", "seccomp=unconfined", "--security-opt",
+WORKER_RIGHTS = ["--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--security-opt", "seccomp=unconfined", "--security-opt",
                  "apparmor=unconfined", "--security-opt", "systempaths=unconfined", "--cgroupns", "private"]
 TLS = ["--tls-ca-file", "/certs/ca.pem", "--tls-cert", "/certs/cert.pem", "--tls-key", "/certs/key.pem"]
 
