@@ -288,7 +288,7 @@ def test_copies_are_flagged(tmp_path: Path) -> None:
 def test_the_local_dask_cluster_listens_on_no_port() -> None:
     """A scheduler on loopback TCP would run anyone's tasks as root: the local one is in-process only."""
     pytest.importorskip("distributed", reason="the dask extra is not installed")
-    from grader.batch.runs import local_cluster
+    from grader.batch.dask_tasks import local_cluster
 
     cluster = local_cluster(1, gpu=False)
     try:
@@ -304,7 +304,8 @@ def test_a_task_on_a_remote_worker_is_capped_at_its_share_of_that_machine(tmp_pa
     pytest.importorskip("distributed", reason="the dask extra is not installed")
     from distributed import Client, LocalCluster
 
-    from grader.batch.runs import Settings, on_worker
+    from grader.batch.dask_tasks import on_worker
+    from grader.batch.runs import Settings
 
     remote = Settings(tmp_path, tmp_path, (), "key", 60.0, 99)
     with LocalCluster(n_workers=1, threads_per_worker=3, processes=False, dashboard_address=None) as cluster, \

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,21 @@ def test_a_submission_that_keeps_taking_workers_down_is_its_grader_problem(tmp_p
     assert rows["submission_1000"]["total"] == "0" and rows["submission_1001"]["q1_score"] != ""
     report = json.loads((out / "submissions" / "submission_1000" / "results.json").read_text())
     assert "Not graded: grader problem: the workers that ran it died" in report["output"]
+
+
+def test_tasks_no_worker_can_take_end_the_batch_after_a_bounded_wait(tmp_path: Path, one_student: list[str],
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """Graded on CUDA, each task asks for a GPU; on a cluster whose only worker has none, the batch waits
+    --dask-wait seconds for one to join, then stops saying why, rather than waiting for ever."""
+    _need_cluster()
+    certs = make_certificates(tmp_path / "certs")
+    argv = [a if a != "cpu" else "cuda" for a in one_student]
+    with tls_cluster(tmp_path / "cluster", certs, 1) as cluster:
+        started = time.monotonic()
+        assert batch.main([*argv, "--dask", cluster.address, "--dask-tls", str(certs), "--dask-wait", "3"]) == 2
+        waited = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "no worker of the cluster could take a task for 3 s (none offers a GPU: start GPU workers with " \
+           "--resources GPU=1)" in err, err
+    assert 3 <= waited < 60
+    assert not list((tmp_path / "out" / "submissions").glob("*/results.json"))

@@ -192,7 +192,8 @@ def _inputs_files(folder: Path) -> list[Path]:
 def pack_inputs(config: GraderConfig, data: Path) -> Inputs:
     """The config, its checks folder and the reference data, laid out so that the config names its checks
     folder by the same relative path (its folder is put as many levels down as that path climbs)."""
-    climbs, rest = 0, ()
+    climbs = 0
+    rest: tuple[str, ...] = ()
     if config.checks is not None:
         parts = PurePosixPath(os.path.relpath(config.checks, config.source.parent)).parts
         climbs = len(parts) - len([p for p in parts if p != ".."])

@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from grader.batch.class_report import check_duplicates, draw, summary_text, write_csv
 from grader.batch.cluster import Status, check_address
-from grader.batch.runs import (MAX_JOBS, Batch, Outcome, Settings, grading_key, on_dask, on_threads,
-                               student_users)
+from grader.batch.dask_tasks import on_dask
+from grader.batch.runs import MAX_JOBS, Batch, Outcome, Settings, grading_key, on_threads, student_users
 from grader.batch.submissions import BatchError, discover
 from grader.config import DEFAULT_CONFIG, DEVICES, ConfigError, GraderConfig, load_config
 from grader.inputs import protected_inputs
@@ -54,6 +54,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                      "for one started here with --jobs workers); needs the dask extra")
     p.add_argument("--dask-tls", type=Path, metavar="DIR",
                    help="the course's TLS files for a remote scheduler (tls://): ca.pem, cert.pem, key.pem (docs/batch.md)")
+    p.add_argument("--dask-wait", type=float, default=600, metavar="SECONDS",
+                   help="how long the batch waits for a worker that can take its tasks (on CUDA, one with a GPU) "
+                        "before it stops, saying so (default 600)")
     p.add_argument("--force", action="store_true", help="regrade submissions already graded with the same settings")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--isolation", choices=ISOLATIONS, default="auto")

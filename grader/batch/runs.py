@@ -1,9 +1,8 @@
-"""Running the submissions of a batch: each in its own grader process and student user, on threads here or
-as tasks on a Dask cluster, into OUT/<submission>/, with a key that lets a rerun reuse what is current."""
+"""Running the submissions of a batch: each in its own grader process and student user, on threads here (or
+as tasks on a Dask cluster: grader/batch/dask_tasks.py), into OUT/<submission>/, with a key that lets a
+rerun reuse what is current."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -11,8 +10,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 import zipfile
 from contextlib import contextmanager
@@ -22,9 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from grader import __version__, duplicates
-from grader.batch.cluster import Status, WorkerRefused, announce, check_worker, code_digest, security, watch
-from grader.batch.carry import Carried, CarryError, Inputs, inputs_on_disk, lay_out, pack_inputs, pack_submission
-from grader.batch.submissions import BatchError, Entry, submission_digest, unpack
+from grader.batch.cluster import Status
+from grader.batch.submissions import Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
 from grader.sandbox import DEFAULT_USER, open_lock
@@ -200,49 +196,6 @@ def grade_slotted(batch: Batch, entry: Entry) -> Outcome:
 OUTPUT_FILES = ("results.json", "grading.json", "grader.log", "predictions.npz")
 
 
-def on_worker(settings: Settings) -> Settings:
-    """The settings as the Dask worker running this task sees them: on a remote cluster its machine runs as
-    many tasks at once as the worker has threads, each capped at that share of the CPUs."""
-    if settings.cpu_share is not None:
-        return settings
-    from distributed import get_worker
-
-    return dataclasses.replace(settings, cpu_share=get_worker().state.nthreads)
-
-
-def grade_remote(settings: Settings, carried: Carried, inputs: Inputs, version: str, code: str) -> dict[str, bytes]:
-    """A Dask task: on a worker that runs the batch's grader (`version`, `code`: cluster.check_worker), with
-    the batch's inputs laid out on its own disk once (their grading key checked against the batch's), grade
-    one carried submission in a private temporary folder, and return the files the batch keeps for it."""
-    from distributed import get_worker
-
-    settings = on_worker(settings)
-    user, lock = acquire_slot(settings.slots)
-    try:
-        check_worker(version, code, user, settings.cpu_share or 1)
-        worker = get_worker()
-        config, data = inputs_on_disk(inputs, Path(worker.local_directory) / "mp-grader-inputs")
-        if (config, settings.key) not in _checked:
-            if grading_key(load_config(config), data, list(settings.options)) != settings.key:
-                raise WorkerRefused(f"worker {worker.address} finds another grading key for the batch's inputs "
-                                    "(its grader or its copy of the config or data differs): install the batch's grader")
-            _checked.add((config, settings.key))
-        settings = dataclasses.replace(settings, config=config, data=data)
-        announce(carried.name)
-        with tempfile.TemporaryDirectory(prefix="mp-grader-batch-") as tmp:
-            folder, own = Path(tmp) / carried.name, Path(tmp) / ".carried"
-            own.mkdir(mode=0o700)
-            source = lay_out(carried, own / carried.name)
-            Batch(settings, Path(tmp)).grade(Entry(carried.name, source), user, digest=carried.digest)
-            return {name: (folder / name).read_bytes() for name in OUTPUT_FILES if (folder / name).is_file()}
-    finally:
-        if lock is not None:
-            os.close(lock)
-
-
-_checked: set[tuple[Path, str]] = set()  # (inputs on this worker, key) found to give the batch's grading key
-
-
 def on_threads(jobs: int, batch: Batch, todo: list[Entry], status: Status) -> Iterator[Outcome]:
     """Grade `todo` on `jobs` threads of this machine, each in its own grader process; outcomes as they end."""
     def run(entry: Entry) -> Outcome:
@@ -252,120 +205,3 @@ def on_threads(jobs: int, batch: Batch, todo: list[Entry], status: Status) -> It
     with ThreadPoolExecutor(jobs) as pool:
         for future in as_completed([pool.submit(run, e) for e in todo]):
             yield future.result()
-
-
-def local_cluster(jobs: int, gpu: bool):
-    """`--dask local`: `jobs` workers as threads of this process, talking over Dask's in-process transport.
-    Nothing listens on a network port, so no other user of the machine can reach a scheduler that runs
-    tasks as root (a TCP one on loopback would take anyone's). The grading itself happens in the grader
-    processes each task starts, so threads lose nothing."""
-    from distributed import LocalCluster
-
-    return LocalCluster(n_workers=jobs, threads_per_worker=1, processes=False, dashboard_address=None,
-                        resources={"GPU": 1} if gpu else None)
-
-
-def keep_inputs(inputs: Inputs) -> Inputs:
-    """A Dask task whose result is the batch's inputs: held by a worker, fetched from it once by each other
-    worker whose tasks need them, and made again by the scheduler (which keeps the task) if all holders die."""
-    return inputs
-
-
-def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: list[Entry], config: GraderConfig,
-            status: Status) -> Iterator[Outcome]:
-    """One task per submission on a Dask cluster (`--dask local`: one started here with --jobs workers), each
-    outcome written here, once, as its task ends. Workers share no file system with the batch: each task
-    carries its submission, and the inputs go to each worker once (grader/batch/carry.py). A task is handed
-    over only when a worker thread is about to be free, so the batch holds few submissions in memory. A task
-    whose workers kept dying is that submission's grader problem; a worker that must not grade stops the
-    batch (grader/batch/cluster.py). On CUDA each task asks for one unit of the workers' GPU resource (start
-    them with --resources GPU=1)."""
-    import dask
-    from distributed import Client, as_completed as dask_completed
-    from distributed.scheduler import KilledWorker
-
-    cluster = local_cluster(args.jobs, args.device == "cuda") if args.dask == "local" else None
-    remote = security(args.dask_tls) if cluster is None else None
-    stop, lock = threading.Event(), threading.Lock()
-    waiting = list(reversed(todo))
-    tracked: dict = {}  # submission -> its future, for the status watcher
-    # A task carries a whole submission (up to the upload cap) on purpose: Dask's warning about large graphs
-    # is about graphs that repeat data, which these do not.
-    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"}), \
-            Client(cluster if cluster is not None else args.dask, security=remote) as client:
-        resources = {"GPU": 1} if args.device == "cuda" or (args.device == "auto" and config.device == "cuda") else None
-        code, packed = code_digest(), pack_inputs(config, settings.data)
-        inputs = client.submit(keep_inputs, packed, key=f"mp-grader-inputs-{packed.digest[:16]}", pure=False)
-        del packed
-        running = dask_completed()
-        futures: dict = {}
-        early: list[Outcome] = []
-
-        def hand_over() -> None:
-            """Submit tasks until every worker thread has one and one more waits."""
-            threads = sum(w.get("nthreads", 1) for w in client.scheduler_info(n_workers=-1).get("workers", {}).values())
-            while waiting and len(futures) < threads + 1:
-                entry = waiting.pop()
-                digest = submission_digest(entry.source)
-                with batch.unpacked(entry) as (source, problem):
-                    try:
-                        carried = None if problem else pack_submission(entry.name, source, digest,
-                                                                       batch.config.upload_limits)
-                    except CarryError as exc:
-                        problem = f"grader problem: {exc}"
-                if carried is None:
-                    early.append(batch.record(entry, problem, 0.0, digest))
-                    continue
-                future = client.submit(grade_remote, settings, carried, inputs, __version__, code, pure=False,
-                                       resources=resources, key=f"grade-{entry.name}-{settings.key[:12]}")
-                futures[future] = entry
-                running.add(future)
-                with lock:
-                    tracked[entry.name] = future
-
-        watcher = threading.Thread(target=watch, args=(client, tracked, lock, status, stop), daemon=True)
-        watcher.start()
-        try:
-            hand_over()
-            while futures or early or waiting:
-                yield from early
-                early.clear()
-                if not futures:
-                    hand_over()
-                    continue
-                future = next(running)
-                entry = futures.pop(future)
-                yield outcome_of(batch, entry, future, KilledWorker)
-                hand_over()
-        finally:
-            stop.set()
-            watcher.join()
-    if cluster is not None:
-        cluster.close()
-
-
-def outcome_of(batch: Batch, entry: Entry, future, killed: type) -> Outcome:
-    """Write down what `entry`'s finished task gave, once: its files, or the grader problem that stopped it.
-    A worker that must not grade stops the batch (BatchError)."""
-    try:
-        files = future.result()
-    except WorkerRefused as exc:
-        raise BatchError(f"{exc}; the submissions graded so far are kept, and a rerun goes on from them") from None
-    except killed as exc:
-        return batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
-                                   "of them, Dask's allowed-failures); it was not graded", 0.0,
-                            submission_digest(entry.source))
-    except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
-        return batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
-                                   f"{printable(str(exc))})", 0.0, submission_digest(entry.source))
-    folder = batch.out / entry.name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    for name, content in files.items():
-        if name in OUTPUT_FILES:
-            (folder / name).write_bytes(content)
-    outcome = batch.stored(entry)
-    if outcome is None:
-        outcome = batch.record(entry, "the worker returned no usable result", 0.0, submission_digest(entry.source))
-    outcome.reused = False
-    return outcome
