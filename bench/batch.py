@@ -1,12 +1,13 @@
 """A generated class graded one at a time and two at a time, in one run: the speed-up and the same scores.
 
-    sudo PYTHONPATH=. .venv/bin/python bench/batch.py [--n 30] [--jobs 2] [--dask]
+    sudo PYTHONPATH=. .venv/bin/python bench/batch.py [--n 30] [--jobs 2] [--dask [tls://HOST:PORT --dask-tls DIR]]
 
 The class is tests/export_fixture.py's (honest, broken and hostile submissions mixed, in Gradescope's export
 layout) on the first 200 Q1 and 4 Q2 images of the committed reference data, with 15 s time limits (the
 submissions that sleep are stopped there). Both batches are timed from outside; scores.csv of the two must
 agree on every score and metric, else the script fails. --dask adds a third batch on a local Dask cluster of
---jobs workers. Needs the namespace layer for --jobs above 1.
+--jobs workers, or on the cluster at the address given (docs/batch.md#across-machines-step-by-step: worker
+containers, say). Needs the namespace layer for --jobs above 1.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=30)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--dask", action="store_true", help="also grade on a local Dask cluster")
+    p.add_argument("--dask", nargs="?", const="local", metavar="ADDRESS",
+                   help="also grade on a Dask cluster: a local one (no address), or the scheduler at ADDRESS")
+    p.add_argument("--dask-tls", metavar="DIR", help="the course's TLS files, for a scheduler at a tls:// address")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp_name:
         tmp = Path(tmp_name)
@@ -54,8 +57,10 @@ def main() -> None:
         if rows_one != rows_many:
             sys.exit("the two batches disagree on some score or metric")
         if args.dask:
-            dask, rows_dask = _batch(export, data, tmp / "out3", config, args.jobs, "--dask", "local")
-            print(f"--dask local, {args.jobs} workers: {dask:.1f} s: {one / dask:.2f}x faster than --jobs 1")
+            extra = ["--dask", args.dask, *(["--dask-tls", args.dask_tls] if args.dask_tls else [])]
+            dask, rows_dask = _batch(export, data, tmp / "out3", config, args.jobs, *extra)
+            where = f"local, {args.jobs} workers" if args.dask == "local" else args.dask
+            print(f"--dask {where}: {dask:.1f} s: {one / dask:.2f}x faster than --jobs 1")
             if rows_dask != rows_one:
                 sys.exit("the Dask batch disagrees on some score or metric")
         print(f"every score, metric and error kind equal in all ({len(rows_one)} rows)")

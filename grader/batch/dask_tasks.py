@@ -80,8 +80,8 @@ def local_cluster(jobs: int, gpu: bool):
 
 
 def keep_inputs(inputs: Inputs) -> Inputs:
-    """A Dask task whose result is the batch's inputs: held by a worker, fetched from it once by each other
-    worker whose tasks need them, and made again by the scheduler (which keeps the task) if all holders die."""
+    """A Dask task whose result is the batch's inputs: copied to each worker once, and made again by the
+    scheduler (which keeps the task) if every worker holding them dies."""
     return inputs
 
 
@@ -120,6 +120,9 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
         code, packed = code_digest(), pack_inputs(config, settings.data)
         inputs = client.submit(keep_inputs, packed, key=f"mp-grader-inputs-{packed.digest[:16]}", pure=False)
         del packed
+        # On every worker there is now, before any task: else Dask places the tasks where the inputs lie, and
+        # the other workers wait. A worker that joins later fetches them with its first task.
+        client.replicate([inputs])
         futures: dict = {}
         early: list[Outcome] = []
         able_since = time.monotonic()  # when a worker that can take the tasks was last seen
