@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import time
 import traceback
@@ -28,7 +27,7 @@ from grader.scoring import public_part_score, score_question
 from grader.split import private_mask, split_record
 from grader.submission_limit import LimitCheck, MetadataError, check_limit, over_limit_results, read_metadata
 from grader.text import printable
-from grader.upload import UploadError, stage_upload
+from grader.upload import UploadError, stage_upload, unstage
 
 METADATA_VARIABLE = "GRADER_SUBMISSION_METADATA"  # where run_autograder names Gradescope's metadata file
 
@@ -115,7 +114,7 @@ def _removed(folder: Path | None) -> Iterator[None]:
         yield
     finally:
         if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+            unstage(folder)
 
 
 @dataclass
@@ -181,7 +180,7 @@ def grade(config: GraderConfig, submission: Path, data: Path, sandbox: Sandbox, 
     limits = config.upload_limits
     staging = None
     try:
-        staging = stage_upload(submission, limits)
+        staging = stage_upload(submission, limits, sandbox.student)
         submission, problem, found = locate_submission(staging, config.upload_markers)
     except UploadError as exc:
         problem, found = f"Your submission cannot be graded: {exc}", []

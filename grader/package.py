@@ -27,7 +27,7 @@ from grader.prediction_file import check_file
 from grader.public_data import public_share
 from grader.reference import ReferenceDataError, load_reference
 from grader.runner import StudentError
-from grader.upload import UploadError, stage_upload
+from grader.upload import UploadError, stage_upload, unstage
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the autograder zip holds, from the working tree: Gradescope runs setup.sh, then run_autograder,
@@ -77,16 +77,16 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
     from grader.sandbox import SandboxError, prepare
 
     lines = []
-    try:  # checked and copied as the grader does: a copy the student user can read
-        staging = stage_upload(folder, config.upload_limits)
-    except UploadError as exc:
-        raise PackageError(str(exc)) from None
-    sandbox = None
+    sandbox, staging = None, None
     try:
         try:
             sandbox = prepare("auto", "auto", [data.resolve()])
         except SandboxError as exc:  # another grade holding the student user, say: nothing ran, nothing is left
             raise PackageError(f"the trial run could not start: {exc}") from None
+        try:  # checked and copied as the grader does: a copy the student user can read
+            staging = stage_upload(folder, config.upload_limits, sandbox.student)
+        except UploadError as exc:
+            raise PackageError(str(exc)) from None
         for key, cfg in config.questions.items():
             ref = load_reference(data, key)
             if cfg.mode == "predictions":
@@ -107,7 +107,8 @@ def _trial_run(folder: Path, config: GraderConfig, data: Path) -> list[str]:
     finally:
         if sandbox is not None:
             sandbox.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            unstage(staging)
     return lines
 
 

@@ -4,8 +4,8 @@ First the grader only lstat()s the upload (no file opened, no link followed) and
 student's error with a clear message, anything but regular files and folders within the configured caps
 on count, total size (apparent size, so a sparse file counts at its full length) and depth. Then it
 stages a copy in a folder of its own (files opened with O_NOFOLLOW and checked again as regular files,
-so nothing swapped in since can make it read a FIFO, a device or a link), which the student user may
-read. Each question's working copy is then made from the staging folder by the student user itself, in a
+so nothing swapped in since can make it read a FIFO, a device or a link), which only root and the student
+user may read. Each question's working copy is then made from the staging folder by the student user itself, in a
 process of its own with a time limit: root never writes into a folder the student owns.
 """
 from __future__ import annotations
@@ -166,13 +166,27 @@ def _copy_file(source: str, destination: str, budget: int) -> int:
         os.close(fd)
 
 
-def stage_upload(root: Path, limits: UploadLimits) -> Path:
-    """Check the upload, then copy it into a new folder of the grader's that everyone may read; returns it.
-    The caller removes it. Raises UploadError for an upload that cannot be graded."""
+def stage_upload(root: Path, limits: UploadLimits, reader: tuple[int, int] | None = None) -> Path:
+    """Check the upload, then copy it into a new folder of the grader's, TOP/upload; returns it. The caller
+    removes it with unstage(). `reader`: the student user (uid, gid) whose copy step reads it, and who alone
+    besides root may (TOP root's with mode 0711, so that the sweep of the student's leftovers, which goes by
+    owner and group, never takes it; TOP/upload 0750, the student's group). The caller holds that user's lock
+    (sandbox.prepare), so any staging folder of that user's still here was left by a grader that was killed,
+    and is removed first: a submission must not stay for whoever runs as that user next. Without `reader`,
+    this process's user alone (0700). Raises UploadError for an upload that cannot be graded."""
     check_upload(root, limits)
-    staging = Path(tempfile.mkdtemp(prefix="grader-upload-"))
+    prefix = f"grader-upload-{reader[0]}-" if reader else "grader-upload-"
+    if reader:
+        for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    top = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
+    staging = top / "upload"
     try:
-        os.chmod(staging, 0o755)
+        os.mkdir(staging, 0o700)
+        if reader:
+            os.chmod(top, 0o711)
+            os.chown(staging, 0, reader[1])
+            os.chmod(staging, 0o750)
         budget = limits.max_bytes
         for folder, dirs, files in os.walk(root):
             target = staging / os.path.relpath(folder, root)
@@ -182,8 +196,13 @@ def stage_upload(root: Path, limits: UploadLimits) -> Path:
                 budget -= _copy_file(os.path.join(folder, name), str(target / name), budget)
         return staging
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(top, ignore_errors=True)
         raise
+
+
+def unstage(staging: Path) -> None:
+    """Remove what stage_upload() made."""
+    shutil.rmtree(staging.parent, ignore_errors=True)
 
 
 def copy_upload(source: Path, destination: Path, run_as_student, timeout: float) -> None:

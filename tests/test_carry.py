@@ -15,7 +15,7 @@ from conftest import REFERENCE, REPO
 from grader.batch.carry import Carried, CarryError, lay_out, pack_inputs, pack_submission, inputs_on_disk
 from grader.batch.runs import grading_key
 from grader.config import load_config
-from grader.upload import MAX_PATH_BYTES, UploadError, UploadLimits, check_upload, stage_upload
+from grader.upload import MAX_PATH_BYTES, UploadError, UploadLimits, check_upload, stage_upload, unstage
 
 LIMITS = UploadLimits(max_files=50, max_bytes=2**20, max_depth=6, max_file_bytes=2**19)
 
@@ -74,7 +74,11 @@ def test_an_honest_folder_is_laid_out_entry_for_entry_and_stages_alike(tmp_path:
     assert shape(again) == shape(source) and len(shape(source)) == 6
     assert refusal(again) == refusal(source) == "accepted"
     staged = [stage_upload(root, LIMITS) for root in (source, again)]
-    assert shape(staged[0]) == shape(staged[1])
+    try:
+        assert shape(staged[0]) == shape(staged[1])
+    finally:
+        for folder in staged:
+            unstage(folder)
 
 
 def hostile_folders(root: Path) -> dict[str, Path]:

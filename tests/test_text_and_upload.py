@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -10,7 +12,7 @@ import pytest
 
 from grader.runner import OutputTrim
 from grader.text import printable
-from grader.upload import UploadError, UploadLimits, check_upload, stage_upload
+from grader.upload import UploadError, UploadLimits, check_upload, stage_upload, unstage
 
 LIMITS = UploadLimits(max_files=20, max_bytes=1000, max_depth=3)
 
@@ -83,11 +85,45 @@ def test_a_plain_upload_is_staged_byte_for_byte(tmp_path: Path) -> None:
     try:
         copied = {str(p.relative_to(staged)): p.read_bytes() for p in staged.rglob("*") if p.is_file()}
         assert copied == {"predict.py": b"x = 1\n", "models/w.bin": bytes(range(256)), "a/b/c.txt": b"c"}
-        assert oct(staged.stat().st_mode & 0o777) == "0o755"
+        assert oct(staged.stat().st_mode & 0o777) == "0o700"  # no reader named: this process's user alone
         assert all(oct(p.stat().st_mode & 0o777) == "0o644" for p in staged.rglob("*") if p.is_file())
     finally:
-        import shutil
-        shutil.rmtree(staged)
+        unstage(staged)
+    assert not staged.parent.exists()
+
+
+def test_a_staged_upload_is_the_student_users_alone_and_a_killed_graders_goes(tmp_path: Path) -> None:
+    """Staged for the student user's copy step, an upload is readable by that user and root only; a staging
+    folder of that user's that a killed grader left (its submission inside) is gone with the next staging,
+    which holds that user's lock; another user's stays."""
+    if os.geteuid() != 0:
+        pytest.skip("staging for another user is root's")
+    from grader.sandbox import DEFAULT_USER, ensure_user
+    from grader.sandbox.users import KILLER_USER
+
+    uid, gid = ensure_user(DEFAULT_USER)
+    left = Path(tempfile.mkdtemp(prefix=f"grader-upload-{uid}-"))  # as a grader killed mid-grade left it
+    (left / "weights.pt").write_bytes(b"the last student's")
+    others = Path(tempfile.mkdtemp(prefix=f"grader-upload-{uid}0-"))
+    upload = tree(tmp_path / "upload", {"predict.py": b"x = 1\n"})
+    os.chmod(tmp_path, 0o755)
+    os.chmod(upload, 0o755)
+    staged = stage_upload(upload, LIMITS, (uid, gid))
+    try:
+        st, top = staged.stat(), staged.parent.stat()
+        assert (oct(st.st_mode & 0o777), st.st_uid, st.st_gid) == ("0o750", 0, gid)
+        # root's alone at the top of /tmp, so the sweep of the student's leftovers (by owner or group) leaves it
+        assert (oct(top.st_mode & 0o777), top.st_uid, top.st_gid) == ("0o711", 0, 0)
+        assert not left.exists() and others.exists()
+
+        def reads(user: str) -> bool:
+            return subprocess.run(["runuser", "-u", user, "--", "cat", str(staged / "predict.py")],
+                                  capture_output=True).returncode == 0
+
+        assert reads(DEFAULT_USER) and not reads(KILLER_USER)
+    finally:
+        unstage(staged)
+        shutil.rmtree(others)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -73,6 +73,11 @@ class Sandbox:
     def drops_user(self) -> bool:
         return self.uid is not None
 
+    @property
+    def student(self) -> tuple[int, int] | None:
+        """(uid, gid) of the student user, when root runs student code as it."""
+        return (self.uid, self.gid) if self.uid is not None and self.gid is not None else None
+
     def close(self) -> None:
         """Release the run's lock."""
         if self._lock is not None:
