@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from grader.text import markdown_code
-from grader.upload import open_regular, walk
+from grader.upload import UploadLimits, open_regular, walk
 
 WEIGHT_MIN_BYTES = 4096  # smaller files (code, configs) are too often shared starter material
 Q2_PIXEL_SAMPLE = 200_000  # pixels compared per pair for Q2, the same fixed random ones for every pair
@@ -36,13 +36,22 @@ class SimilarPair:
     agreement: float  # fraction of images (pixels) with the same prediction
 
 
-def file_hashes(folder: Path) -> list[tuple[str, int, str]]:
-    """(sha256, size, path relative to `folder`) of its regular files of at least WEIGHT_MIN_BYTES. Only a
+def file_hashes(folder: Path, limits: UploadLimits) -> list[tuple[str, int, str]]:
+    """(sha256, size, path relative to `folder`) of its regular files of at least WEIGHT_MIN_BYTES, as far as
+    the upload caps go (past them the upload was refused: a sparse file of terabytes is not read). Only a
     regular file is ever opened (a device node's open can act on the device); links are skipped."""
     found = []
+    budget = limits.max_bytes
     for top, _, names in walk(folder):
         for name in names:
             path = top / name
+            try:
+                size = os.lstat(path).st_size
+            except OSError:
+                continue
+            if not limits.within(size, budget):
+                continue
+            budget -= size
             try:
                 opened = open_regular(path)
             except OSError:

@@ -58,6 +58,11 @@ class UploadLimits:
     max_depth: int
     max_file_bytes: int | None = None  # one file's cap (the weights), None for none
 
+    def within(self, size: int, budget: int) -> bool:
+        """Whether a file of `size` bytes, with `budget` bytes of the total cap left, is within the caps: past
+        them the upload is refused on its sizes alone, whatever its bytes (which need not be read)."""
+        return size <= budget and (self.max_file_bytes is None or size <= self.max_file_bytes)
+
     @staticmethod
     def mib(n: int) -> str:
         return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n} bytes"

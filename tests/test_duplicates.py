@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from grader.duplicates import WEIGHT_MIN_BYTES, file_hashes, identical_files, similar_predictions
+from grader.upload import UploadLimits, open_regular
+
+LIMITS = UploadLimits(max_files=100, max_bytes=2**20, max_depth=8, max_file_bytes=2**19)
 
 
 def test_shared_error_overlap_matches_a_count_by_hand() -> None:
@@ -44,7 +47,7 @@ def test_file_hashes_skip_small_files_links_and_fifos(tmp_path: Path) -> None:
     (tmp_path / "b" / "mine.pt").write_bytes(weights)
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "other.pt").write_bytes(os.urandom(WEIGHT_MIN_BYTES))
-    hashes = {n: file_hashes(tmp_path / n) for n in "abc"}
+    hashes = {n: file_hashes(tmp_path / n, LIMITS) for n in "abc"}
     sha = hashlib.sha256(weights).hexdigest()
     assert hashes["a"] == [(sha, WEIGHT_MIN_BYTES, "sub/w.pt")]
     assert identical_files(hashes) == [(sha, WEIGHT_MIN_BYTES, [("a", "sub/w.pt"), ("b", "mine.pt")])]
@@ -69,8 +72,34 @@ def test_only_regular_files_are_ever_opened(tmp_path: Path, monkeypatch) -> None
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", recording_open)
-    assert [name for _, _, name in file_hashes(tmp_path)] == ["weights.bin"]
-    before = submission_digest(tmp_path)
+    assert [name for _, _, name in file_hashes(tmp_path, LIMITS)] == ["weights.bin"]
+    before = submission_digest(tmp_path, LIMITS)
     assert set(opened) == {"weights.bin"}
     (tmp_path / "weights.bin").write_bytes(b"v" * WEIGHT_MIN_BYTES)
-    assert submission_digest(tmp_path) != before  # a replaced file is a new submission
+    assert submission_digest(tmp_path, LIMITS) != before  # a replaced file is a new submission
+
+
+def test_a_file_past_the_upload_caps_is_never_read(tmp_path: Path, monkeypatch) -> None:
+    """A sparse file of 5 TiB (no disk, all hole) in a submission folder: the upload is refused on its size
+    alone, so neither the copy check nor the resume key's digest opens it (reading it would take hours)."""
+    from grader import duplicates
+    from grader.batch import submissions
+    from grader.batch.submissions import submission_digest
+
+    (tmp_path / "weights.bin").write_bytes(b"w" * WEIGHT_MIN_BYTES)
+    with open(tmp_path / "huge.pt", "wb") as f:
+        f.truncate(5 * 2**40)
+    opened: list[str] = []
+
+    def recording(path):
+        opened.append(Path(path).name)
+        return open_regular(path)
+
+    for module in (duplicates, submissions):
+        monkeypatch.setattr(module, "open_regular", recording)
+    assert [name for _, _, name in file_hashes(tmp_path, LIMITS)] == ["weights.bin"]
+    before = submission_digest(tmp_path, LIMITS)
+    assert "huge.pt" not in opened and "weights.bin" in opened
+    with open(tmp_path / "huge.pt", "r+b") as f:
+        f.truncate(4 * 2**40)
+    assert submission_digest(tmp_path, LIMITS) != before  # its size is still part of the key

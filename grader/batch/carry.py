@@ -64,7 +64,7 @@ def pack_submission(name: str, source: Path, digest: str, limits: UploadLimits) 
         kind, size, content = stat.S_IFMT(st.st_mode), st.st_size, b""
         if kind == stat.S_IFLNK:
             content = os.fsencode(os.readlink(path))
-        elif kind == stat.S_IFREG and size <= budget and (limits.max_file_bytes is None or size <= limits.max_file_bytes):
+        elif kind == stat.S_IFREG and limits.within(size, budget):
             content = _read(path, size)
             budget -= size
         items.append(Item(relative, kind, stat.S_IMODE(st.st_mode) & ~(stat.S_ISUID | stat.S_ISGID),

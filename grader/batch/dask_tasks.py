@@ -20,7 +20,7 @@ from grader.batch.carry import Carried, CarryError, Inputs, inputs_on_disk, lay_
 from grader.batch.cluster import (POLL_SECONDS, Status, WorkerRefused, announce, check_worker, code_digest,
                                   security, watch)
 from grader.batch.runs import OUTPUT_FILES, Batch, Outcome, Settings, acquire_slot, grading_key
-from grader.batch.submissions import BatchError, Entry, submission_digest
+from grader.batch.submissions import BatchError, Entry
 from grader.config import GraderConfig, load_config
 from grader.text import printable
 
@@ -141,7 +141,7 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
                                  "a rerun goes on from them")
             while waiting and len(futures) < can + 1:
                 entry = waiting.pop()
-                digest = submission_digest(entry.source)
+                digest = batch.digest(entry)
                 with batch.unpacked(entry) as (source, problem):
                     try:
                         carried = None if problem else pack_submission(entry.name, source, digest,
@@ -187,10 +187,10 @@ def outcome_of(batch: Batch, entry: Entry, future) -> Outcome:
     except KilledWorker as exc:
         return batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
                                    "of them, Dask's allowed-failures); it was not graded", 0.0,
-                            submission_digest(entry.source))
+                            batch.digest(entry))
     except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
         return batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
-                                   f"{printable(str(exc))})", 0.0, submission_digest(entry.source))
+                                   f"{printable(str(exc))})", 0.0, batch.digest(entry))
     folder = batch.out / entry.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -199,6 +199,6 @@ def outcome_of(batch: Batch, entry: Entry, future) -> Outcome:
             (folder / name).write_bytes(content)
     outcome = batch.stored(entry)
     if outcome is None:
-        outcome = batch.record(entry, "the worker returned no usable result", 0.0, submission_digest(entry.source))
+        outcome = batch.record(entry, "the worker returned no usable result", 0.0, batch.digest(entry))
     outcome.reused = False
     return outcome

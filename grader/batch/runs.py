@@ -99,10 +99,14 @@ class Batch:
         report = read_report(folder / "results.json")
         if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.settings.key:
             return None
-        if stamp.get("submission") != submission_digest(entry.source):  # replaced since: regrade
+        if stamp.get("submission") != self.digest(entry):  # replaced since: regrade
             return None
         return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
                        files=[tuple(f) for f in stamp.get("files", [])])
+
+    def digest(self, entry: Entry) -> str:
+        """`entry`'s submission_digest, the key of its stored result."""
+        return submission_digest(entry.source, self.config.upload_limits)
 
     @contextmanager
     def unpacked(self, entry: Entry) -> Iterator[tuple[Path, str]]:
@@ -130,7 +134,7 @@ class Batch:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         results, started = folder / "results.json", time.monotonic()
-        digest = digest or submission_digest(entry.source)  # before: a file replaced meanwhile regrades
+        digest = digest or self.digest(entry)  # before: a file replaced meanwhile regrades
         files: list = []
         with self.unpacked(entry) as (submission, problem):
             if not problem:
@@ -146,7 +150,7 @@ class Batch:
                                        timeout=timeout, check=False)
                     except subprocess.TimeoutExpired:
                         problem = f"the grader did not finish within {timeout:g} s and was killed"
-                files = duplicates.file_hashes(submission)
+                files = duplicates.file_hashes(submission, self.config.upload_limits)
         return self.record(entry, problem, time.monotonic() - started, digest, user, files)
 
     def record(self, entry: Entry, problem: str, seconds: float, digest: str, user: str = "",

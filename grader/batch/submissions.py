@@ -82,19 +82,26 @@ def unpack(archive: Path, destination: Path, limits: UploadLimits) -> None:
             z.extract(m, destination)
 
 
-def submission_digest(source: Path) -> str:
+def submission_digest(source: Path, limits: UploadLimits) -> str:
     """sha256 of a submission as it would be graded: a zip's bytes, or every entry of a folder (its relative
-    path, its kind, and a regular file's bytes). Only regular files are opened: a device node's open can act
-    on the device, and a FIFO's would block. Part of a stored result's key: a replaced submission is regraded."""
+    path, its kind, its size, and a regular file's bytes while they are within the upload caps: past them the
+    grader refuses it whatever the bytes, and a sparse file of terabytes must not be read). Only regular files
+    are opened: a device node's open can act on the device, and a FIFO's would block. Part of a stored
+    result's key: a replaced submission is regraded."""
     digest = hashlib.sha256()
+    budget = limits.max_bytes
 
     def add(path: Path, relative: str) -> None:
+        nonlocal budget
         try:
             st = path.lstat()
         except OSError:
             digest.update(f"missing\0{relative}\0".encode("utf-8", "surrogateescape"))
             return
         digest.update(f"{stat.S_IFMT(st.st_mode)}\0{relative}\0{st.st_size}\0".encode("utf-8", "surrogateescape"))
+        if not limits.within(st.st_size, budget):
+            return
+        budget -= st.st_size
         try:
             opened = open_regular(path)
         except OSError:
