@@ -328,12 +328,14 @@ def test_dask_local_cluster_gives_the_same_scores(graded: dict, tmp_path: Path) 
         assert user_processes(ensure_user(user)[0]) == []
 
 
-def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(graded: dict, tmp_path: Path) -> None:
+def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(graded: dict, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
     """The class on a real cluster (a scheduler and two workers, processes of their own, over TLS, to whom the
     export, the reference data, the config and OUT are not there, as on other machines): one worker is
     killed, with the grader it was running, while it grades a submission. Dask gives that task to the other
     worker; every score, metric and error kind equals the threaded batch's, and status.json names the lost
-    worker beside the submission it was grading."""
+    worker beside the submission it was grading. Run again on the cluster, the batch goes on from what it
+    wrote: nothing to grade."""
     pytest.importorskip("distributed", reason="the dask extra is not installed")
     if shutil.which("openssl") is None:
         pytest.skip("openssl makes the test's certificates, and it is not installed")
@@ -366,10 +368,13 @@ def test_a_tls_cluster_that_loses_a_worker_mid_grade_gives_the_same_scores(grade
         finally:
             killer.join()
             clean_after_killed_graders(before)
+        final = json.loads((out / "status.json").read_text())
+        capsys.readouterr()
+        again = batch.main([*argv, "--dask", cluster.address, "--dask-tls", str(certs)])
+        assert again == 0 and f"{N} already graded with these settings, 0 to grade" in capsys.readouterr().err
     assert rc == 0 and killed, killed
 
     assert without_seconds(_rows(out)) == without_seconds(_rows(graded["out"]))
-    final = json.loads((out / "status.json").read_text())
     assert {name: state["lost"] for name, state in final.items() if "lost" in state} == {killed["name"]: killed["worker"]}
     assert {s["state"] for s in final.values()} <= {"graded", "failed"}
     deadline = time.monotonic() + 10  # the killed grader's sandbox dies with it (bubblewrap's --die-with-parent)

@@ -113,6 +113,13 @@ def _running_child() -> bool:
     return False
 
 
+def signal_if_alive(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def _stop_the_student_for(seconds: float) -> threading.Thread:
     """Once the student's child runs, stop all its processes for `seconds` (SIGSTOP: what a machine too
     busy to give them the CPU would do), then let them go on."""
@@ -124,10 +131,10 @@ def _stop_the_student_for(seconds: float) -> threading.Thread:
         time.sleep(1)
         stopped = student_processes()
         for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
+            signal_if_alive(pid, signal.SIGSTOP)
         time.sleep(seconds)
-        for pid in stopped:
-            os.kill(pid, signal.SIGCONT)
+        for pid in stopped:  # those the grader killed meanwhile (its wall-clock guard) are gone
+            signal_if_alive(pid, signal.SIGCONT)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()

@@ -102,6 +102,8 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
     (grader/batch/cluster.py), as does a cluster with no worker that can take the tasks for --dask-wait
     seconds. On CUDA each task asks for one unit of the workers' GPU resource (start them with
     --resources GPU=1)."""
+    if not todo:  # all graded before: the cluster is not needed, nor even reached
+        return
     import dask
     from distributed import Client, wait
 
