@@ -183,8 +183,9 @@ class Inputs:
     files: tuple[tuple[str, bytes], ...]
 
 
-def _inputs_files(folder: Path) -> list[Path]:
-    """The files of an input folder, as runs.grading_key counts them."""
+def input_files(folder: Path) -> list[Path]:
+    """The files of the grader's package or of an input folder that a digest counts (runs.grading_key,
+    cluster.code_digest, pack_inputs): not compiled caches, not the lock files a grader may keep beside it."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
                   and not p.name.endswith(".lock"))
 
@@ -201,9 +202,9 @@ def pack_inputs(config: GraderConfig, data: Path) -> Inputs:
     config_at = PurePosixPath("config", *["up"] * climbs, config.source.name)
     files = {str(config_at): config.source.read_bytes()}
     if config.checks is not None:
-        for path in _inputs_files(config.checks):
+        for path in input_files(config.checks):
             files[str(PurePosixPath("config", *rest, path.relative_to(config.checks).as_posix()))] = path.read_bytes()
-    for path in _inputs_files(data):
+    for path in input_files(data):
         files[str(PurePosixPath("data", path.relative_to(data).as_posix()))] = path.read_bytes()
     digest = hashlib.sha256()
     for name, content in sorted(files.items()):

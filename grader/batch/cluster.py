@@ -24,6 +24,7 @@ from typing import Iterable
 
 from grader import __version__
 from grader.atomic import written_atomically
+from grader.batch.carry import input_files
 from grader.batch.submissions import BatchError
 
 GRADER = Path(__file__).resolve().parents[1]  # the grader package
@@ -39,7 +40,7 @@ def code_digest(folder: Path = GRADER) -> str:
     """sha256 of the grader's code (every file's relative path and bytes): two machines agree on it when they
     run the same grader."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+    for path in input_files(folder):
         digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

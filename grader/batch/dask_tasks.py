@@ -125,7 +125,7 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
         # On every worker there is now, before any task: else Dask places the tasks where the inputs lie, and
         # the other workers wait. A worker that joins later fetches them with its first task.
         client.replicate([inputs])
-        futures: dict = {}
+        futures: dict = {}  # future -> (its submission, that submission's digest as it was handed over)
         early: list[Outcome] = []
         able_since = time.monotonic()  # when a worker that can take the tasks was last seen
 
@@ -155,7 +155,7 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
                     continue
                 future = client.submit(grade_remote, settings, carried, inputs, __version__, code, pure=False,
                                        resources=resources, key=f"grade-{entry.name}-{settings.key[:12]}")
-                futures[future] = entry
+                futures[future] = (entry, digest)
                 with lock:
                     tracked[entry.name] = future
 
@@ -171,15 +171,18 @@ def on_dask(args: argparse.Namespace, settings: Settings, batch: Batch, todo: li
                 except (TimeoutError, asyncio.TimeoutError):  # none ended within the poll: look at the cluster again
                     done = set()
                 for future in done:
-                    yield outcome_of(batch, futures.pop(future), future)
+                    entry, digest = futures.pop(future)
+                    yield outcome_of(batch, entry, digest, future)
         finally:
             stop.set()
             watcher.join()
 
 
-def outcome_of(batch: Batch, entry: Entry, future) -> Outcome:
-    """Write down what `entry`'s finished task gave, once: its files, or the grader problem that stopped it.
-    A worker that must not grade stops the batch (BatchError)."""
+def outcome_of(batch: Batch, entry: Entry, digest: str, future) -> Outcome:
+    """Write down what `entry`'s finished task gave, once: its files, or the grader problem that stopped it,
+    under `digest`, the submission's as its task was handed over (as a threaded grade takes it before it
+    grades: a submission replaced meanwhile is regraded by the next run). A worker that must not grade stops
+    the batch (BatchError)."""
     from distributed.scheduler import KilledWorker
 
     try:
@@ -188,19 +191,18 @@ def outcome_of(batch: Batch, entry: Entry, future) -> Outcome:
         raise BatchError(f"{exc}; the submissions graded so far are kept, and a rerun goes on from them") from None
     except KilledWorker as exc:
         return batch.record(entry, f"grader problem: the workers that ran it died ({exc.allowed_failures + 1} "
-                                   "of them, Dask's allowed-failures); it was not graded", 0.0,
-                            batch.digest(entry))
+                                   "of them, Dask's allowed-failures); it was not graded", 0.0, digest)
     except Exception as exc:  # the task itself failed on its worker: the cluster's problem, not the student's
         return batch.record(entry, f"grader problem: its task failed on the cluster ({type(exc).__name__}: "
-                                   f"{printable(str(exc))})", 0.0, batch.digest(entry))
+                                   f"{printable(str(exc))})", 0.0, digest)
     folder = batch.out / entry.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name, content in files.items():
         if name in OUTPUT_FILES:
             (folder / name).write_bytes(content)
-    outcome = batch.stored(entry)
+    outcome = batch.stored(entry, digest)
     if outcome is None:
-        outcome = batch.record(entry, "the worker returned no usable result", 0.0, batch.digest(entry))
+        outcome = batch.record(entry, "the worker returned no usable result", 0.0, digest)
     outcome.reused = False
     return outcome

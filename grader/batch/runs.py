@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from grader import __version__, duplicates
-from grader.batch.cluster import Status
+from grader.batch.carry import input_files
+from grader.batch.cluster import GRADER, Status
 from grader.batch.submissions import Entry, submission_digest, unpack
 from grader.config import GraderConfig, load_config
 from grader.report import fallback_results
@@ -27,7 +28,6 @@ from grader.sandbox import DEFAULT_USER, open_lock
 from grader.text import printable
 from grader.time_limit import WALL_GUARD
 
-GRADER = Path(__file__).resolve().parents[1]  # the grader package, whose code is part of the key
 MAX_JOBS = 99  # student users grader-student, grader-student-2, ... grader-student-99
 
 
@@ -49,8 +49,7 @@ def grading_key(config: GraderConfig, data: Path, options: list[str]) -> str:
     digest = hashlib.sha256(f"{__version__}\0{json.dumps(options)}\0".encode())
     files = [config.source]
     for folder in (GRADER, data, *([config.checks] if config.checks else [])):
-        files += sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                        and not p.name.endswith(".lock"))
+        files += input_files(folder)
     for path in files:
         digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
         digest.update(path.read_bytes())
@@ -90,7 +89,8 @@ class Batch:
         self.settings, self.out = settings, out
         self.config = load_config(settings.config)
 
-    def stored(self, entry: Entry) -> Outcome | None:
+    def stored(self, entry: Entry, digest: str | None = None) -> Outcome | None:
+        """`entry`'s result in OUT when it is current; `digest`: its submission_digest when taken already."""
         folder = self.out / entry.name
         try:
             stamp = json.loads((folder / "grading.json").read_text())
@@ -99,7 +99,7 @@ class Batch:
         report = read_report(folder / "results.json")
         if report is None or not isinstance(stamp, dict) or stamp.get("key") != self.settings.key:
             return None
-        if stamp.get("submission") != self.digest(entry):  # replaced since: regrade
+        if stamp.get("submission") != (digest or self.digest(entry)):  # replaced since: regrade
             return None
         return Outcome(entry, report, float(stamp.get("seconds", 0)), reused=True, problem=stamp.get("problem", ""),
                        files=[tuple(f) for f in stamp.get("files", [])])
